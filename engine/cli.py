@@ -1,0 +1,263 @@
+"""The ``warn-dispatch`` command."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from engine.audience.expr import AudienceError
+from engine.registry.registry import Registry
+from engine.registry.snapshot import SnapshotError
+from engine.registry.units import RegistryError
+from engine.rules.loading import RuleError, load_toml
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Audiences a county admin actually sends, from broad to pinpoint.
+DEMO_AUDIENCES: tuple[str, ...] = (
+    "elderly_alone",
+    "elderly & ~antifraud_app",
+    "elderly & grid:03-17 & ~warned_7d",
+    "(elderly | disabled) & station:05 - antifraud_msg_7d",
+    "student & (village:12-v03 | village:12-v04)",
+    "key_vehicle_driver | school_bus_driver | truck_driver",
+    "fraud_high_risk & elderly & ~antifraud_app & ~warned_30d & ~antifraud_msg_7d & renter"
+    " & ebike_rider & migrant_worker",
+    "officer:P0312 & elderly",
+    "all - (student | elderly)",
+)
+
+
+def cache_dir() -> Path:
+    """Where generated counties are kept: ``$WARN_DISPATCH_HOME`` or the user's cache folder."""
+    if home := os.environ.get("WARN_DISPATCH_HOME"):
+        return Path(home)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "warn-dispatch"
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(2)
+
+
+def _median_us(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return statistics.median(samples) / 1000
+
+
+def _county_spec(residents: int | None, seed: int | None, spec_file: Path | None) -> object:
+    from simulator.county import CountySpec
+
+    spec = load_toml(spec_file, CountySpec) if spec_file else CountySpec()
+    changes = {k: v for k, v in {"residents": residents, "seed": seed}.items() if v is not None}
+    if "residents" in changes and changes["residents"] < spec.contacts:
+        changes["contacts"] = int(changes["residents"] * spec.contacts / spec.residents)
+    return msgspec.structs.replace(spec, **changes)
+
+
+def open_county(
+    county: Path | None, residents: int | None, seed: int | None, spec_file: Path | None = None
+) -> Registry:
+    """Load a county snapshot, generating and saving it the first time."""
+    from simulator.county import generate_county
+
+    if county is not None and (county / "meta.msgpack").exists():
+        return Registry.load(county)
+    spec = _county_spec(residents, seed, spec_file)
+    path = county or cache_dir() / f"county-{spec.residents}-{spec.seed}"  # type: ignore[attr-defined]
+    if (path / "meta.msgpack").exists():
+        t0 = time.perf_counter()
+        reg = Registry.load(path)
+        console.print(f"loaded county snapshot {path} in {time.perf_counter() - t0:.3f} s")
+        return reg
+    console.print(f"generating a county of {spec.residents:,} residents (seed {spec.seed})...")  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    reg = generate_county(spec)  # type: ignore[arg-type]
+    t1 = time.perf_counter()
+    reg.save(path)
+    console.print(
+        f"generated in {t1 - t0:.1f} s, saved to {path} in {time.perf_counter() - t1:.1f} s"
+    )
+    return reg
+
+
+county_option = click.option(
+    "--county",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="County snapshot folder (generated there if missing).",
+)
+residents_option = click.option(
+    "--residents", type=click.IntRange(min=1), help="Residents to generate [1,300,000]."
+)
+seed_option = click.option("--seed", type=int, help="Random seed for the generated county.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="warn-dispatch")
+def main() -> None:
+    """warn-dispatch: warnings that escalate by deadline, and broadcasts to tag audiences."""
+
+
+@main.command()
+@county_option
+@residents_option
+@seed_option
+@click.option("--repeats", default=25, show_default=True, help="Timed runs per audience.")
+def demo(county: Path | None, residents: int | None, seed: int | None, repeats: int) -> None:
+    """Open (or generate) a sample county and resolve typical audiences, with timings."""
+    try:
+        reg = open_county(county, residents, seed)
+    except (SnapshotError, RuleError, RegistryError) as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"audiences over {len(reg):,} residents (median of {repeats} runs)")
+    table.add_column("audience expression", overflow="fold")
+    table.add_column("residents", justify="right")
+    table.add_column("count µs", justify="right")
+    table.add_column("ids µs", justify="right")
+    for text in DEMO_AUDIENCES:
+        try:
+            audience = reg.audience(text)
+        except AudienceError as exc:
+            table.add_row(text, "-", "-", f"skipped: {exc.message}")
+            continue
+        table.add_row(
+            text,
+            f"{audience.count():,}",
+            f"{_median_us(audience.count, repeats):,.0f}",
+            f"{_median_us(audience.ids, repeats):,.0f}",
+        )
+    console.print(table)
+    console.print(
+        f"index memory: {reg.index_nbytes() / 2**20:,.0f} MiB for {len(reg.taxonomy)} tags, "
+        f"{sum(len(v) for v in reg.jurisdiction.units.values()):,} units, "
+        f"{len(reg.officers):,} officers"
+    )
+
+
+@main.group()
+def county() -> None:
+    """Generate and inspect synthetic counties."""
+
+
+@county.command("generate")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@residents_option
+@seed_option
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="TOML file with CountySpec fields (residents, contacts, officers, stations, ...).",
+)
+def county_generate(
+    out: Path, residents: int | None, seed: int | None, spec_file: Path | None
+) -> None:
+    """Generate a county and save it as a registry snapshot in OUT."""
+    if (out / "meta.msgpack").exists():
+        _fail(f"{out} already holds a county snapshot; remove it first")
+    try:
+        open_county(out, residents, seed, spec_file)
+    except (RuleError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@county.command("info")
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def county_info(path: Path) -> None:
+    """Summarise a county snapshot."""
+    try:
+        t0 = time.perf_counter()
+        reg = Registry.load(path)
+        elapsed = time.perf_counter() - t0
+    except (SnapshotError, RuleError) as exc:
+        _fail(str(exc))
+        return
+    units = reg.jurisdiction.units
+    contacts = int((reg.officer[: reg.n_ids] >= 0).sum())
+    console.print(
+        f"{path}: loaded in {elapsed * 1000:.0f} ms\n"
+        f"  residents {len(reg):,} live ({reg.n_ids:,} ids), contacts {contacts:,}\n"
+        f"  stations {len(units['station'])}, villages {len(units['village'])}, "
+        f"grids {len(units['grid'])}, officers {len(reg.officers):,}\n"
+        f"  audience index {reg.index_nbytes() / 2**20:,.0f} MiB"
+    )
+
+
+@main.command()
+@click.argument("expression")
+@county_option
+@residents_option
+@seed_option
+@click.option("--ids", "show_ids", default=0, show_default=True, help="Print up to N resident ids.")
+@click.option("--officer", help="Evaluate as this officer sees it (their jurisdiction only).")
+def audience(
+    expression: str,
+    county: Path | None,
+    residents: int | None,
+    seed: int | None,
+    show_ids: int,
+    officer: str | None,
+) -> None:
+    """Resolve an audience EXPRESSION, e.g. 'elderly & grid:03-17 & ~warned_7d'."""
+    try:
+        reg = open_county(county, residents, seed)
+        source = reg.view_for(officer) if officer else reg
+        compiled = source.audience(expression)
+    except AudienceError as exc:
+        _fail(str(exc))
+        return
+    except (SnapshotError, RuleError, RegistryError) as exc:
+        _fail(str(exc))
+        return
+    t0 = time.perf_counter_ns()
+    n = compiled.count()
+    elapsed = (time.perf_counter_ns() - t0) / 1000
+    console.print(f"{n:,} residents  ({elapsed:,.0f} µs)")
+    if show_ids:
+        console.print(" ".join(str(i) for i in compiled.ids()[:show_ids]))
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tags/--no-tags", default=False, help="List every tag, not just categories.")
+def taxonomy(file: Path | None, tags: bool) -> None:
+    """Validate and summarise a taxonomy file (default: the shipped rules/taxonomy.toml)."""
+    from engine.rules.taxonomy import load_taxonomy
+
+    try:
+        tax = load_taxonomy(file)
+    except RuleError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"{len(tax)} tags in {len(tax.categories)} categories")
+    table.add_column("category")
+    table.add_column("label")
+    table.add_column("tags", justify="right")
+    for cat in tax.categories:
+        table.add_row(cat.key, cat.label, str(len(cat.tags)))
+    console.print(table)
+    if tags:
+        for key in tax.keys:
+            t = tax.tag(key)
+            console.print(f"{key:40} {t.label}{'  (dynamic)' if t.dynamic else ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Masking of personal data: phone numbers and names never reach logs or timelines in clear."""
+
+from __future__ import annotations
+
+
+def mask_phone(phone: str) -> str:
+    """Keep only the last four digits: enough for an operator to tell two numbers apart."""
+    digits = [c for c in phone if c.isdigit()]
+    if len(digits) <= 4:
+        return "*" * len(digits)
+    return "*" * (len(digits) - 4) + "".join(digits[-4:])
+
+
+def mask_name(name: str) -> str:
+    """Keep the first character (the family name in Chinese), hide the rest."""
+    if not name:
+        return ""
+    return name[0] + "*" * (len(name) - 1)
+
+
+def normalize_phone(phone: str) -> str:
+    """Digits only, without the +86 / 0086 country prefix, so lookups match however it was typed."""
+    digits = "".join(c for c in phone if c.isdigit())
+    if phone.strip().startswith("+86") or (digits.startswith("0086") and len(digits) > 12):
+        digits = digits[2:] if phone.strip().startswith("+86") else digits[4:]
+    return digits
