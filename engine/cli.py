@@ -75,12 +75,13 @@ def open_county(
     county: Path | None, residents: int | None, seed: int | None, spec_file: Path | None = None
 ) -> Registry:
     """Load a county snapshot, generating and saving it the first time."""
-    from simulator.county import generate_county
+    from simulator.county import GENERATOR_VERSION, generate_county
 
     if county is not None and (county / "meta.msgpack").exists():
         return Registry.load(county)
     spec = _county_spec(residents, seed, spec_file)
-    path = county or cache_dir() / f"county-{spec.residents}-{spec.seed}"  # type: ignore[attr-defined]
+    name = f"county-v{GENERATOR_VERSION}-{spec.residents}-{spec.seed}"  # type: ignore[attr-defined]
+    path = county or cache_dir() / name
     if (path / "meta.msgpack").exists():
         t0 = time.perf_counter()
         reg = Registry.load(path)

@@ -18,6 +18,9 @@ from engine.registry.registry import Registry
 from engine.registry.units import Jurisdiction, Officer, Unit
 from engine.rules.taxonomy import Taxonomy, load_taxonomy
 
+#: Bump when the same spec would generate a different county, so cached snapshots are redone.
+GENERATOR_VERSION = 2
+
 
 class CountySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What to generate. Every field can be set from the command line or a TOML file."""
@@ -104,7 +107,8 @@ def build_units(spec: CountySpec) -> tuple[Jurisdiction, list[Officer]]:
     ]
     villages: list[Unit] = []
     grids: list[Unit] = []
-    village_station = np.arange(spec.villages) % spec.stations
+    # Villages in station order, so ids (given grid by grid) keep each station contiguous too.
+    village_station = np.arange(spec.villages) * spec.stations // spec.villages
     seq = np.zeros(spec.stations, dtype=int)
     grid_seq = np.zeros(spec.stations, dtype=int)
     for v in range(spec.villages):

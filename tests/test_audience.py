@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 )
 
 from engine.audience.expr import to_text
+from engine.audience.plan import Audience
 from engine.registry.registry import Registry, UnknownNameError
 from engine.registry.units import RegistryError
 from tests.small_county import (
@@ -41,6 +42,7 @@ class AudienceMachine(RuleBasedStateMachine):
         self.reg = make_registry(chunk_words)
         self.people: dict[int, Person] = {}
         self.serial = 0
+        self.kept: list[tuple[object, Audience]] = []  # compiled once, re-checked after changes
 
     def _new_ext(self) -> str:
         self.serial += 1
@@ -135,6 +137,15 @@ class AudienceMachine(RuleBasedStateMachine):
         ids = audience.ids()
         assert ids.dtype == np.int64
         assert ids.tolist() == sorted(expected), text
+        self.kept = [*self.kept[-4:], (node, audience)]
+
+    @invariant()
+    def kept_audiences_follow_changes(self) -> None:
+        """Plans compiled earlier must see every later add, move, tag change and removal."""
+        for node, audience in getattr(self, "kept", []):
+            expected = sorted(model_eval(node, self.people))  # type: ignore[arg-type]
+            assert audience.ids().tolist() == expected, audience.text
+            assert audience.count() == len(expected), audience.text
 
     @invariant()
     def sizes(self) -> None:

@@ -46,10 +46,22 @@ def test_evaluation_is_right_when_chunks_arrive_out_of_order(order: list[int]) -
         s.add(chunk * 64 + chunk)  # one distinctive id per chunk
     ev = Evaluator(live)
     expected = [c * 64 + c for c in range(N_CHUNKS)]
-    assert ev.ids(Leaf(s)).tolist() == expected
-    assert ev.ids(Conj((Leaf(live), Leaf(s)), ())).tolist() == expected
-    assert ev.ids(Disj((Leaf(s), Leaf(s)))).tolist() == expected
-    assert ev.count(Conj((), (Leaf(s),))) == N_CHUNKS * 64 - N_CHUNKS
+    assert ev.ids(ev.program(Leaf(s))).tolist() == expected
+    assert ev.ids(ev.program(Conj((Leaf(live), Leaf(s)), ()))).tolist() == expected
+    assert ev.ids(ev.program(Disj((Leaf(s), Leaf(s))))).tolist() == expected
+    assert ev.count(ev.program(Conj((), (Leaf(s),)))) == N_CHUNKS * 64 - N_CHUNKS
+
+
+def test_program_stays_right_as_bits_change_and_is_rerecorded_when_layout_changes() -> None:
+    live = ChunkedBitset.from_ids(np.arange(N_CHUNKS * 64), CHUNK_WORDS, N_CHUNKS)
+    s = ChunkedBitset.from_ids(np.array([1, 2]), CHUNK_WORDS, N_CHUNKS)
+    ev = Evaluator(live)
+    prog = ev.program(Conj((Leaf(live), Leaf(s)), ()))
+    s.add(3)  # same chunk: same layout, the recorded views see the new bit
+    assert prog.valid() and ev.ids(prog).tolist() == [1, 2, 3]
+    s.add(200)  # a new chunk: the recorded chunk list is stale
+    assert not prog.valid()
+    assert ev.ids(ev.program(Conj((Leaf(live), Leaf(s)), ()))).tolist() == [1, 2, 3, 200]
 
 
 def test_words_to_ids_maps_chunks_to_global_positions() -> None:

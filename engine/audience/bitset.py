@@ -25,15 +25,18 @@ class ChunkedBitset:
     """A set of resident ids stored as the chunks it touches.
 
     ``slot[c]`` is the row of chunk ``c`` in ``data`` (0 = absent: row 0 is all zeros).
+    ``layout`` changes whenever ``slot`` or ``data`` is replaced or a row is added; setting and
+    clearing bits does not change it, so compiled plans holding views stay valid until it does.
     """
 
-    __slots__ = ("_arange", "chunk_words", "data", "rows", "slot")
+    __slots__ = ("chunk_words", "data", "layout", "rows", "slot")
 
     def __init__(self, chunk_words: int, n_chunks: int) -> None:
         self.chunk_words = chunk_words
         self.slot = np.zeros(n_chunks, dtype=np.int32)
         self.data = np.zeros((1, chunk_words), dtype=np.uint64)
         self.rows = 1  # rows in use, including the zero row
+        self.layout = 0
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -64,6 +67,7 @@ class ChunkedBitset:
         s.slot = slot
         s.data = data
         s.rows = int(data.shape[0])
+        s.layout = 0
         return s
 
     # -- single-bit updates, O(1) --------------------------------------------------------------
@@ -80,6 +84,7 @@ class ChunkedBitset:
         row = self.rows
         self.rows += 1
         self.slot[chunk] = row
+        self.layout += 1
         return row
 
     def add(self, rid: int) -> None:
@@ -93,6 +98,7 @@ class ChunkedBitset:
         other = ChunkedBitset.from_ids(ids, self.chunk_words, self.slot.size)
         if self.rows == 1:  # empty: adopt the freshly packed rows as they are
             self.data, self.slot, self.rows = other.data, other.slot, other.rows
+            self.layout += 1
             return
         for chunk in np.flatnonzero(other.slot):
             row = self._row_for(int(chunk))
@@ -120,6 +126,7 @@ class ChunkedBitset:
             slot = np.zeros(n_chunks, dtype=np.int32)
             slot[: self.slot.size] = self.slot
             self.slot = slot
+            self.layout += 1
 
     # -- whole-set reads ----------------------------------------------------------------------
     def present(self) -> np.ndarray:

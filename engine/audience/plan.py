@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -83,10 +84,44 @@ def _merge_conj(sub: PlanNode, pos: list[PlanNode], neg: list[PlanNode]) -> None
         pos.append(sub)
 
 
-class Evaluator:
-    """Evaluates plans with a pool of scratch buffers sized to the index, reused across calls.
+class Program:
+    """A plan recorded as a fixed list of numpy calls over views and scratch buffers.
 
-    Not thread-safe: one evaluator per thread (the engine runs on one trio thread).
+    Recording resolves everything that depends only on the sets' layout (which chunks, which
+    rows, which views); running it is then just the ufunc calls. It stays valid while every
+    set it reads keeps its ``layout``.
+    """
+
+    __slots__ = ("chunks", "counts", "deps", "ops", "result")
+
+    def __init__(
+        self,
+        deps: list[tuple[ChunkedBitset, int]],
+        ops: list[Callable[[], object]],
+        chunks: np.ndarray,
+        result: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        self.deps = deps
+        self.ops = ops
+        self.chunks = chunks
+        self.result = result
+        self.counts = counts
+
+    def valid(self) -> bool:
+        return all(b.layout == layout for b, layout in self.deps)
+
+    def run(self) -> np.ndarray:
+        for op in self.ops:
+            op()
+        return self.result
+
+
+class Evaluator:
+    """Records plans into programs, sharing a pool of scratch buffers sized to the index.
+
+    Programs from one evaluator share buffers, so run one at a time and read its result before
+    running another (the engine runs on one trio thread; use one evaluator per thread).
     """
 
     def __init__(self, live: ChunkedBitset) -> None:
@@ -94,7 +129,8 @@ class Evaluator:
         self._pool: list[np.ndarray] = []
         self._top = 0
         self._counts = np.empty(0, dtype=np.uint8)
-        self._aranges = np.arange(0, dtype=np.int32)
+        self._ops: list[Callable[[], object]] = []
+        self._deps: dict[int, tuple[ChunkedBitset, int]] = {}
 
     # -- buffers ------------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -117,9 +153,13 @@ class Evaluator:
     def _present(self, node: PlanNode) -> np.ndarray:
         match node:
             case Leaf(bitset=b):
+                self._deps[id(b)] = (b, b.layout)
                 return b.present()
-            case Conj(pos=pos):
+            case Conj(pos=pos, neg=neg):
+                for n in neg:
+                    self._present(n)  # not for the mask: to record what the plan reads
                 if not pos:
+                    self._deps[id(self.live)] = (self.live, self.live.layout)
                     return self.live.present()
                 mask = self._present(pos[0]).copy()
                 for p in pos[1:]:
@@ -132,34 +172,32 @@ class Evaluator:
                 return mask
         raise TypeError(node)
 
-    # -- evaluation ---------------------------------------------------------------------------
-    def _leaf(self, b: ChunkedBitset, chunks: np.ndarray) -> np.ndarray | None:
+    # -- recording ----------------------------------------------------------------------------
+    @staticmethod
+    def _view(b: ChunkedBitset, chunks: np.ndarray) -> np.ndarray | None:
         """A zero-copy view of ``b`` over ``chunks`` when its rows for them are consecutive."""
         rows = b.slot[chunks]
         first = int(rows[0])
-        k = rows.size
-        if first and int(rows[-1]) - first == k - 1:
-            if self._aranges.size < k:
-                self._aranges = np.arange(k, dtype=np.int32)
-            if k <= 2 or np.array_equal(rows - first, self._aranges[:k]):
-                return b.data[first : first + k]
+        if first and np.array_equal(rows - first, np.arange(rows.size)):
+            return b.data[first : first + rows.size]
         return None
 
     def _operand(self, node: PlanNode, chunks: np.ndarray) -> tuple[np.ndarray, int]:
-        """The value of ``node`` over ``chunks`` and how many buffers it holds (0 or 1)."""
+        """Where the value of ``node`` over ``chunks`` will be, and buffers it holds (0 or 1)."""
         if isinstance(node, Leaf):
-            view = self._leaf(node.bitset, chunks)
+            view = self._view(node.bitset, chunks)
             if view is not None:
                 return view, 0
             out = self._acquire(chunks.size)
-            np.take(node.bitset.data, node.bitset.slot[chunks], axis=0, out=out)
+            rows = node.bitset.slot[chunks]
+            self._ops.append(partial(np.take, node.bitset.data, rows, axis=0, out=out))
             return out, 1
         out = self._acquire(chunks.size)
         self._into(node, chunks, out)
         return out, 1
 
     def _into(self, node: PlanNode, chunks: np.ndarray, out: np.ndarray) -> None:
-        """Write the value of a non-leaf ``node`` over ``chunks`` into ``out``."""
+        """Record writing the value of a non-leaf ``node`` over ``chunks`` into ``out``."""
         if isinstance(node, Disj):
             self._fold(np.bitwise_or, node.items, chunks, out)
             return
@@ -172,7 +210,7 @@ class Evaluator:
             base, held_base = self._operand(Leaf(self.live), chunks)
         if not node.neg:
             if base is not out:
-                np.copyto(out, base)
+                self._ops.append(partial(np.copyto, out, base))
             self._release(held_base)
             return
         if len(node.neg) == 1:
@@ -180,8 +218,8 @@ class Evaluator:
         else:
             union, held = self._acquire(chunks.size), 1
             self._fold(np.bitwise_or, node.neg, chunks, union)
-        np.bitwise_or(base, union, out=out)
-        np.bitwise_xor(out, union, out=out)
+        self._ops.append(partial(np.bitwise_or, base, union, out=out))
+        self._ops.append(partial(np.bitwise_xor, out, union, out=out))
         self._release(held + held_base)
 
     def _fold(
@@ -194,43 +232,45 @@ class Evaluator:
         first, held1 = self._operand(items[0], chunks)
         if len(items) == 1:
             if first is not out:
-                np.copyto(out, first)
+                self._ops.append(partial(np.copyto, out, first))
             self._release(held1)
             return
         second, held2 = self._operand(items[1], chunks)
-        op(first, second, out=out)
+        self._ops.append(partial(op, first, second, out=out))
         self._release(held1 + held2)
         for item in items[2:]:
             value, held = self._operand(item, chunks)
-            op(out, value, out=out)
+            self._ops.append(partial(op, out, value, out=out))
             self._release(held)
 
-    def _result(self, node: PlanNode) -> tuple[np.ndarray, np.ndarray, int]:
-        """(chunks, words over those chunks, buffers held)."""
+    def program(self, node: PlanNode) -> Program:
+        """Record ``node`` as a program (cheap; done again only when a set's layout changes)."""
         self._top = 0
+        self._ops = []
+        self._deps = {}
         chunks = np.flatnonzero(self._present(node))
-        if chunks.size == 0:
-            return chunks, np.empty((0, self.live.chunk_words), dtype=np.uint64), 0
-        if isinstance(node, Leaf):
-            words, held = self._operand(node, chunks)
-            return chunks, words, held
-        out = self._acquire(chunks.size)
-        self._into(node, chunks, out)
-        return chunks, out, 1
-
-    def count(self, node: PlanNode) -> int:
-        chunks, words, _ = self._result(node)
-        if chunks.size == 0:
-            return 0
-        if self._counts.size < words.size:
+        k = chunks.size
+        if k == 0:
+            result = np.empty((0, self.live.chunk_words), dtype=np.uint64)
+        elif isinstance(node, Leaf):
+            result, _ = self._operand(node, chunks)
+        else:
+            result = self._acquire(k)
+            self._into(node, chunks, result)
+        if self._counts.size < result.size:
             self._counts = np.empty(self._shape()[0] * self._shape()[1], dtype=np.uint8)
-        counts = self._counts[: words.size].reshape(words.shape)
-        np.bitwise_count(words, out=counts)
-        return int(counts.sum(dtype=np.int64))
+        counts = self._counts[: result.size].reshape(result.shape)
+        return Program(list(self._deps.values()), self._ops, chunks, result, counts)
 
-    def ids(self, node: PlanNode) -> np.ndarray:
-        chunks, words, _ = self._result(node)
-        return words_to_ids(words, chunks, self.live.chunk_words)
+    def count(self, program: Program) -> int:
+        words = program.run()
+        if words.size == 0:
+            return 0
+        np.bitwise_count(words, out=program.counts)
+        return int(program.counts.sum(dtype=np.int64))
+
+    def ids(self, program: Program) -> np.ndarray:
+        return words_to_ids(program.run(), program.chunks, self.live.chunk_words)
 
 
 class Audience:
@@ -239,21 +279,29 @@ class Audience:
     Plans hold the index's bitsets themselves, so later updates to residents are seen.
     """
 
-    __slots__ = ("_evaluator", "plan", "text", "tree")
+    __slots__ = ("_evaluator", "_program", "plan", "text", "tree")
 
     def __init__(self, text: str, tree: Node, plan: PlanNode, evaluator: Evaluator) -> None:
         self.text = text
         self.tree = tree
         self.plan = plan
         self._evaluator = evaluator
+        self._program: Program | None = None
+
+    def program(self) -> Program:
+        """The recorded program, recorded again if a set it reads changed layout."""
+        p = self._program
+        if p is None or not p.valid():
+            p = self._program = self._evaluator.program(self.plan)
+        return p
 
     def count(self) -> int:
         """How many live residents match."""
-        return self._evaluator.count(self.plan)
+        return self._evaluator.count(self.program())
 
     def ids(self) -> np.ndarray:
         """The matching resident ids, sorted ascending, as int64."""
-        return self._evaluator.ids(self.plan)
+        return self._evaluator.ids(self.program())
 
     def within(self, scope: PlanNode) -> Audience:
         """The same audience limited to ``scope`` (e.g. one officer's jurisdiction)."""

@@ -9,7 +9,7 @@ Every mutation validates all of its input before changing anything: a bad call c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -422,30 +422,35 @@ class Registry:
         return ids
 
     # -- audiences ----------------------------------------------------------------------------
-    def _resolver(self, text: str) -> object:
-        def resolve(term: Tag | Unit) -> ChunkedBitset:
-            if isinstance(term, Tag):
-                i = self.taxonomy.get(term.key)
-                if i is None:
-                    raise UnknownNameError(
-                        "tag", term.key, self.taxonomy.suggest(term.key), text, term.pos
-                    )
-                return self.sets["tag"][i]
-            if term.kind == "officer":
-                keys: list[str] = list(self.officer_index)
-                i = self.officer_index.get(term.key)
-            else:
-                keys = list(self.jurisdiction.index[term.kind])  # type: ignore[index]
-                i = self.jurisdiction.index[term.kind].get(term.key)  # type: ignore[index]
+    def bitset(self, kind: str, key: str) -> ChunkedBitset:
+        """The stored set for ``tag``, ``grid``, ``village``, ``station`` or ``officer`` ``key``.
+
+        Unknown names raise :class:`UnknownNameError` with the closest known names.
+        """
+        if kind == "tag":
+            i = self.taxonomy.get(key)
             if i is None:
-                raise UnknownNameError(term.kind, term.key, suggest(term.key, keys), text, term.pos)
-            return self.sets[term.kind][i]
+                raise UnknownNameError("tag", key, self.taxonomy.suggest(key), key, 0)
+            return self.sets["tag"][i]
+        index = self.officer_index if kind == "officer" else self.jurisdiction.index[kind]  # type: ignore[index]
+        i = index.get(key)
+        if i is None:
+            raise UnknownNameError(kind, key, suggest(key, list(index)), key, 0)
+        return self.sets[kind][i]
+
+    def _resolver(self, text: str) -> Callable[[Tag | Unit], ChunkedBitset]:
+        def resolve(term: Tag | Unit) -> ChunkedBitset:
+            kind = "tag" if isinstance(term, Tag) else term.kind
+            try:
+                return self.bitset(kind, term.key)
+            except UnknownNameError as exc:
+                raise UnknownNameError(kind, term.key, exc.suggestions, text, term.pos) from None
 
         return resolve
 
     def audience(self, text: str) -> Audience:
         """Parse and plan an audience expression once; evaluate it with ``count()``/``ids()``."""
-        return compile_text(text, self._resolver(text), self._evaluator)  # type: ignore[arg-type]
+        return compile_text(text, self._resolver(text), self._evaluator)
 
     def count(self, text: str) -> int:
         return self.audience(text).count()
