@@ -21,7 +21,6 @@ from engine.registry.units import RegistryError
 from engine.rules.loading import RuleError, load_toml
 
 console = Console()
-err_console = Console(stderr=True)
 
 #: Audiences a county admin actually sends, from broad to pinpoint.
 DEMO_AUDIENCES: tuple[str, ...] = (
@@ -47,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Explain and exit with status 2; never wrapped, so messages stay greppable."""
+    click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 

@@ -318,7 +318,7 @@ def test_missing_field(tmp_path, text, key):
 def test_unknown_field(tmp_path, text, key):
     err = load_error(tmp_path, text)
     assert err.key == key
-    assert "no such field" in err.expected
+    assert "unknown field" in err.expected
 
 
 def test_wrong_version(tmp_path):

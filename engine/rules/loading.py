@@ -54,11 +54,11 @@ def load_toml(path: str | Path, type_: type[T]) -> T:
         if what.startswith("Object missing required field"):
             field = what.split("`")[1]
             key = f"{key}.{field}" if key else field
-            what = "this required field, but it is missing"
+            what = "missing; this field is required"
         elif what.startswith("Object contains unknown field"):
             field = what.split("`")[1]
             key = f"{key}.{field}" if key else field
-            what = "no such field (it is not a known key here)"
+            what = "unknown field; not a key this file may have"
         else:
             what = what[0].lower() + what[1:]
         raise RuleError(path, key, what) from exc
