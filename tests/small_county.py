@@ -12,7 +12,16 @@ from engine.registry.units import Jurisdiction, Officer
 from engine.registry.units import Unit as U
 from engine.rules.taxonomy import Taxonomy
 
-TAGS = ("elderly", "student", "shop_owner", "warned_7d", "renter", "veteran")
+TAGS = (
+    "elderly",
+    "student",
+    "shop_owner",
+    "warned_7d",
+    "renter",
+    "veteran",
+    "grid_member",
+    "village_cadre",
+)
 STATIONS = ("01", "02")
 VILLAGES = (("01-01", "01"), ("01-02", "01"), ("02-01", "02"))
 GRIDS = (("01-11", "01-01"), ("01-12", "01-01"), ("01-21", "01-02"), ("02-11", "02-01"))

@@ -22,6 +22,15 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(scope="module")
+def small_county(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated county snapshot shared by the read-only tests of this module."""
+    out = tmp_path_factory.mktemp("county") / "c"
+    result = CliRunner().invoke(main, ["county", "generate", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def test_demo_generates_once_then_loads(runner: CliRunner, tmp_path: Path) -> None:
     first = runner.invoke(main, ["demo", *SMALL, "--repeats", "2"])
     assert first.exit_code == 0, first.output
@@ -34,9 +43,8 @@ def test_demo_generates_once_then_loads(runner: CliRunner, tmp_path: Path) -> No
     assert len(list((tmp_path / "home").iterdir())) == 1
 
 
-def test_audience_counts_like_the_library(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "c"
-    assert runner.invoke(main, ["county", "generate", str(out), *SMALL]).exit_code == 0
+def test_audience_counts_like_the_library(runner: CliRunner, small_county: Path) -> None:
+    out = small_county
     reg = Registry.load(out)
     expected = reg.count("elderly & ~antifraud_app")
     result = runner.invoke(
@@ -48,9 +56,8 @@ def test_audience_counts_like_the_library(runner: CliRunner, tmp_path: Path) -> 
     assert first_ids in result.output
 
 
-def test_audience_as_an_officer_sees_only_their_grids(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "c"
-    runner.invoke(main, ["county", "generate", str(out), *SMALL])
+def test_audience_as_an_officer_sees_only_their_grids(runner: CliRunner, small_county: Path) -> None:
+    out = small_county
     reg = Registry.load(out)
     officer = next(o for o in reg.officers if o.grids)
     mine = reg.view_for(officer.key).audience("all").count()
@@ -61,18 +68,16 @@ def test_audience_as_an_officer_sees_only_their_grids(runner: CliRunner, tmp_pat
     assert f"{mine:,} residents" in result.output
 
 
-def test_unknown_tag_exits_2_with_suggestions(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "c"
-    runner.invoke(main, ["county", "generate", str(out), *SMALL])
+def test_unknown_tag_exits_2_with_suggestions(runner: CliRunner, small_county: Path) -> None:
+    out = small_county
     result = runner.invoke(main, ["audience", "eldery & student", "--county", str(out)])
     assert result.exit_code == 2
     assert "unknown tag 'eldery'; did you mean elderly" in result.output
     assert "^" in result.output
 
 
-def test_syntax_error_exits_2_with_position(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "c"
-    runner.invoke(main, ["county", "generate", str(out), *SMALL])
+def test_syntax_error_exits_2_with_position(runner: CliRunner, small_county: Path) -> None:
+    out = small_county
     result = runner.invoke(main, ["audience", "elderly & (student", "--county", str(out)])
     assert result.exit_code == 2
     assert "at position 18" in result.output
