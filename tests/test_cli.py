@@ -56,7 +56,9 @@ def test_audience_counts_like_the_library(runner: CliRunner, small_county: Path)
     assert first_ids in result.output
 
 
-def test_audience_as_an_officer_sees_only_their_grids(runner: CliRunner, small_county: Path) -> None:
+def test_audience_as_an_officer_sees_only_their_grids(
+    runner: CliRunner, small_county: Path
+) -> None:
     out = small_county
     reg = Registry.load(out)
     officer = next(o for o in reg.officers if o.grids)
