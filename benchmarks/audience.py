@@ -232,13 +232,11 @@ def main() -> None:
     for n in args.scale:
         results.append(run(n, False, args.budget, console))
     for table, notes in results:
-        if args.markdown:
-            console.print(
-                f"**{table.title}**\n\n{markdown(table)}\n", markup=False, highlight=False
-            )
+        if args.markdown:  # plain print: a console would wrap the long table lines
+            print(f"**{table.title}**\n\n{markdown(table)}\n\n{notes}\n")
         else:
             console.print(table)
-        console.print(notes + "\n", markup=False, highlight=False)
+            console.print(notes + "\n", markup=False, highlight=False)
 
 
 if __name__ == "__main__":
