@@ -330,7 +330,12 @@ class Registry:
     def remove_resident(self, rid: int) -> None:
         """Remove a resident: their id stays reserved, their personal data is wiped."""
         self._check(rid)
-        for s in self._all_sets():
+        # Columns say which unit and officer sets hold the resident; only tags need a look.
+        self._place(rid, int(self.grid[rid]), False)
+        if self.officer[rid] >= 0:
+            self.sets["officer"][int(self.officer[rid])].discard(rid)
+        self.live.discard(rid)
+        for s in self.sets["tag"]:
             s.discard(rid)
         self.alive[rid] = False
         self.officer[rid] = -1
