@@ -133,3 +133,19 @@ def test_snapshot_errors_are_clear(tmp_path: Path) -> None:
     )
     with pytest.raises(SnapshotError, match="tags the taxonomy lacks: zzz"):
         Registry.load(tmp_path / "s")
+
+
+def test_campaign_plan_previews_channels_and_reasons(runner: CliRunner, small_county: Path) -> None:
+    reg = Registry.load(small_county)
+    audience = "elderly & ~antifraud_app"
+    ids = reg.ids(audience)
+    with_officer = int((reg.officer[ids] >= 0).sum())
+    result = runner.invoke(main, ["campaign", "plan", audience, "--county", str(small_county)])
+    assert result.exit_code == 0, result.output
+    assert f"{ids.size:,} residents resolved" in result.output
+    assert f"{with_officer:,}  sent from the contact officer's chat account" in result.output
+    assert f"{ids.size - with_officer:,}  no officer contact: sent by SMS" in result.output
+    bad = runner.invoke(
+        main, ["campaign", "plan", "elderly & ~antifraud_ap", "--county", str(small_county)]
+    )
+    assert bad.exit_code == 2 and "did you mean antifraud_app" in bad.output
