@@ -12,4 +12,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 python3 -m ruff check engine simulator benchmarks tests
+python3 -m ruff format --check engine simulator benchmarks tests
 python3 -m pytest "$@"

@@ -4,6 +4,22 @@ Every error names the file, the key and what was expected, so an operator can fi
 without reading code.
 """
 
+from engine.rules.escalation import (
+    ContactStep,
+    EscalationRules,
+    LevelPolicy,
+    OfficerStep,
+    load_escalation,
+)
 from engine.rules.loading import RuleError, default_rules_dir, load_toml
 
-__all__ = ["RuleError", "default_rules_dir", "load_toml"]
+__all__ = [
+    "ContactStep",
+    "EscalationRules",
+    "LevelPolicy",
+    "OfficerStep",
+    "RuleError",
+    "default_rules_dir",
+    "load_escalation",
+    "load_toml",
+]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 
-T = TypeVar("T")
+from engine.errors import explain
 
-_MSGSPEC_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+T = TypeVar("T")
 
 
 class RuleError(ValueError):
@@ -32,11 +31,6 @@ def default_rules_dir() -> Path:
     raise FileNotFoundError(f"no rules folder found next to {here}")
 
 
-def _key_from_msgspec_path(path: str) -> str:
-    """``.category[0].tags[3].key`` -> ``category[0].tags[3].key``."""
-    return path[1:] if path.startswith(".") else path
-
-
 def load_toml(path: str | Path, type_: type[T]) -> T:
     """Read ``path`` and decode it strictly into ``type_``; any problem raises RuleError."""
     path = Path(path)
@@ -47,20 +41,7 @@ def load_toml(path: str | Path, type_: type[T]) -> T:
     try:
         return msgspec.toml.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
-        m = _MSGSPEC_PATH.match(str(exc))
-        assert m is not None
-        what = m.group("what")
-        key = _key_from_msgspec_path(m.group("path") or "")
-        if what.startswith("Object missing required field"):
-            field = what.split("`")[1]
-            key = f"{key}.{field}" if key else field
-            what = "missing; this field is required"
-        elif what.startswith("Object contains unknown field"):
-            field = what.split("`")[1]
-            key = f"{key}.{field}" if key else field
-            what = "unknown field; not a key this file may have"
-        else:
-            what = what[0].lower() + what[1:]
+        key, what = explain(exc)
         raise RuleError(path, key, what) from exc
     except msgspec.DecodeError as exc:
         raise RuleError(path, "", f"valid TOML syntax ({exc})") from exc

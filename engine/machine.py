@@ -1,0 +1,513 @@
+"""The per-warning state machine: pure, deterministic, no I/O and no clock.
+
+``step(state, event, now, rules) -> (new_state, actions, next_deadline)``. The scheduler owns
+time and I/O; it calls :func:`step` with an :class:`Intake` (alert, update or cancel, responders
+already resolved), a feedback event, or :data:`TICK` when a deadline is due, and sends the actions.
+
+Two tracks run side by side (see ``rules/escalation.toml``): the *officer* ladder (until someone
+acknowledges) and the *contact* ladder (until the resident is reached). The warning ends with an
+outcome, a cancel, or at expiry. Every change of a track or of the warning is appended to the
+timeline; phone numbers never enter it (see :func:`engine.model.describe_target`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, Literal
+
+import msgspec
+
+from engine.directory import Responders
+from engine.model import (
+    Acknowledged,
+    Action,
+    AreaTarget,
+    CallResult,
+    FeedbackEvent,
+    InvalidWarning,
+    MessageRead,
+    Outcome,
+    OutcomeKind,
+    PhoneTarget,
+    VisitDone,
+    WarningInstruction,
+    describe_target,
+    target_type,
+)
+from engine.rules.escalation import EscalationRules, LevelPolicy
+
+INF: Final = math.inf
+
+Status = Literal["active", "closed", "cancelled", "expired"]
+TrackStatus = Literal["off", "running", "done", "exhausted"]
+"""``off``: nothing to do (no ladder or nobody to reach); ``done``: acked / resident reached."""
+
+
+class Track(msgspec.Struct, frozen=True, gc=False):
+    """Progress on one ladder. ``key`` is the idempotency key of the action now awaited."""
+
+    status: TrackStatus = "off"
+    step: int = 0
+    attempt: int = 0
+    deadline: float = INF
+    key: str = ""
+    to: str = ""
+    label: str = "off"
+
+
+OFF: Final = Track()
+
+
+class Transition(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One audit line: at (trio seconds), which track, from, to, why."""
+
+    at: float
+    track: Literal["warning", "officer", "contact"]
+    frm: str
+    to: str
+    reason: str
+
+
+class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """Everything the machine knows about one warning. ``plan_level`` is the level whose ladders
+    are running: lowering a warning's level never slows an escalation already under way."""
+
+    warning: WarningInstruction
+    responders: Responders
+    expires_at: float
+    status: Status = "active"
+    plan_level: int = 4
+    revision: int = 0
+    officer: Track = OFF
+    contact: Track = OFF
+    notified: tuple[str, ...] = ()
+    acked_by: str | None = None
+    outcome: OutcomeKind | None = None
+    timeline: tuple[Transition, ...] = ()
+    duplicates: int = 0
+    ignored: int = 0
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the scheduler must next wake this warning; ``None`` once it has ended."""
+        if self.status != "active":
+            return None
+        return min(self.officer.deadline, self.contact.deadline, self.expires_at)
+
+
+class Intake(msgspec.Struct, frozen=True, gc=False):
+    """An alert, update or cancel, with what the shell resolved: who answers for the target and
+    the expiry on trio's clock."""
+
+    warning: WarningInstruction
+    responders: Responders
+    expires_at: float
+
+
+class Tick(msgspec.Struct, frozen=True, gc=False):
+    """A deadline may be due. Harmless when nothing is: escalation checks ``now`` itself."""
+
+
+TICK: Final = Tick()
+
+Event = Intake | FeedbackEvent | Tick
+StepResult = tuple["WarningState | None", tuple[Action, ...], "float | None"]
+
+
+def validate_warning(warning: WarningInstruction, rules: EscalationRules) -> None:
+    """What msgspec cannot check: the kind must be in the rules and accept this kind of target.
+
+    Also re-checks the level, because a struct built in Python (not decoded) skips msgspec's
+    constraints and a level outside 1..4 would otherwise fail deep inside the machine.
+    """
+    if not (isinstance(warning.level, int) and 1 <= warning.level <= 4):
+        raise InvalidWarning("level", "an integer from 1 (most urgent) to 4")
+    if not warning.id or not isinstance(warning.id, str) or "/" in warning.id:
+        raise InvalidWarning("id", "a non-empty string without '/' (keys are '/'-separated)")
+    policy = rules.kinds.get(warning.kind)
+    if policy is None:
+        known = ", ".join(sorted(rules.kinds))
+        raise InvalidWarning("kind", f"a kind defined in the escalation rules ({known})")
+    tt = target_type(warning.target)
+    if tt not in policy.targets:
+        allowed = ", ".join(sorted(policy.targets))
+        raise InvalidWarning("target", f"a target of type {allowed} for kind {warning.kind!r}")
+
+
+class _Step:
+    """Scratch space for one call of :func:`step`: collects actions and timeline lines."""
+
+    __slots__ = ("actions", "lines", "now", "policy", "s")
+
+    def __init__(self, s: WarningState, now: float, policy: LevelPolicy) -> None:
+        self.s = s
+        self.now = now
+        self.policy = policy
+        self.actions: list[Action] = []
+        self.lines: list[Transition] = []
+
+    def line(
+        self, track: Literal["warning", "officer", "contact"], frm: str, to: str, why: str
+    ) -> None:
+        self.lines.append(Transition(self.now, track, frm, to, why))
+
+    def emit(self, action: str, to: str, step: int, attempt: int, key: str, reason: str) -> Action:
+        w = self.s.warning
+        a = Action(
+            key=key,
+            warning_id=w.id,
+            action=action,  # type: ignore[arg-type]
+            to=to,
+            kind=w.kind,
+            level=self.s.plan_level,
+            step=step,
+            attempt=attempt,
+            reason=reason,
+        )
+        self.actions.append(a)
+        return a
+
+    def notified(self, who: str) -> None:
+        if who not in self.s.notified:
+            self.s = msgspec.structs.replace(self.s, notified=(*self.s.notified, who))
+
+    def finish(self) -> StepResult:
+        s = self.s
+        if self.lines:
+            s = msgspec.structs.replace(s, timeline=s.timeline + tuple(self.lines))
+        return s, tuple(self.actions), s.next_deadline
+
+
+# --- officer ladder ---------------------------------------------------------------------------
+
+
+def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
+    """Notify the first rung at or after ``index`` whose officer is known; skipped rungs are
+    written to the timeline with the reason, so "why did the county get this?" has an answer."""
+    s, steps = c.s, c.policy.officers
+    old = s.officer
+    frm = old.label
+    while index < len(steps):
+        rung = steps[index]
+        who = s.responders.officer(rung.role)
+        if who is not None:
+            key = f"{s.warning.id}/{s.revision}/o{index}/{attempt}"
+            c.emit("notify_officer", who, index, attempt, key, why)
+            c.notified(who)
+            label = f"{rung.role}#{attempt}"
+            c.line("officer", frm, label, why)
+            return Track("running", index, attempt, c.now + rung.ack_within_s, key, who, label)
+        unknown = s.responders.unresolved or "not in the directory"
+        c.line(
+            "officer",
+            frm,
+            f"{rung.role}:skipped",
+            f"{rung.role} unknown for this target ({unknown})",
+        )
+        frm = f"{rung.role}:skipped"
+        index, attempt = index + 1, 1
+    c.line("officer", frm, "exhausted", "officer ladder exhausted; waiting for an ack or expiry")
+    return Track("exhausted", old.step, old.attempt, INF, "", old.to, "exhausted")
+
+
+def _officer_timeout(c: _Step) -> Track:
+    t = c.s.officer
+    rung = c.policy.officers[t.step]
+    why = f"no ack within {rung.ack_within_s:g} s"
+    if t.attempt <= rung.repeats:
+        return _officer_enter(c, t.step, t.attempt + 1, f"{why}: repeat")
+    return _officer_enter(c, t.step + 1, 1, f"{why}: escalate")
+
+
+# --- contact ladder ---------------------------------------------------------------------------
+
+
+def _contact_address(s: WarningState, channel: str, attempt: int) -> str | None:
+    """Where a contact rung goes, or None when it cannot be done for this target."""
+    r = s.responders
+    if channel == "call":
+        if r.resident is not None:
+            return f"resident:{r.resident}"
+        if isinstance(s.warning.target, PhoneTarget):
+            return f"phone:{s.warning.target.phone}"
+        return None
+    if channel == "chat":
+        return f"resident:{r.resident}" if r.resident is not None else None
+    if r.visitors:
+        return r.visitors[(attempt - 1) % len(r.visitors)]
+    return None
+
+
+def _contact_enter(c: _Step, index: int, attempt: int, why: str) -> Track | None:
+    """Start a contact rung (skipping impossible ones). None means the warning was closed."""
+    s, steps = c.s, c.policy.contact
+    old = s.contact
+    frm = old.label
+    while index < len(steps):
+        rung = steps[index]
+        to = _contact_address(s, rung.channel, attempt)
+        if to is not None:
+            key = f"{s.warning.id}/{s.revision}/c{index}/{attempt}"
+            c.emit(rung.channel, to, index, attempt, key, why)
+            if rung.channel == "visit":
+                c.notified(to)
+            label = f"{rung.channel}#{attempt}"
+            c.line("contact", frm, label, why)
+            return Track("running", index, attempt, c.now + rung.within_s, key, to, label)
+        c.line(
+            "contact", frm, f"{rung.channel}:skipped", f"no {rung.channel} possible for this target"
+        )
+        frm = f"{rung.channel}:skipped"
+        index, attempt = index + 1, 1
+    if old.status == "off" and not steps:
+        return OFF
+    c.line("contact", frm, "exhausted", "resident not reached: contact ladder exhausted")
+    if c.policy.contact_when_exhausted == "close":
+        _end(c, "closed", "unreachable", "contact ladder exhausted; rules say close")
+        return None
+    officer = s.officer
+    to = officer.to if officer.to else s.responders.county_centre
+    key = f"{s.warning.id}/{s.revision}/unreachable"
+    c.emit("report", to, index, 1, key, "resident unreachable: contact ladder exhausted")
+    return Track("exhausted", old.step, old.attempt, INF, "", "", "exhausted")
+
+
+def _contact_timeout(c: _Step, why: str) -> Track | None:
+    t = c.s.contact
+    rung = c.policy.contact[t.step]
+    if t.attempt <= rung.repeats:
+        return _contact_enter(c, t.step, t.attempt + 1, f"{why}: repeat")
+    return _contact_enter(c, t.step + 1, 1, f"{why}: next channel")
+
+
+def _contact_reached(c: _Step, why: str) -> None:
+    t = c.s.contact
+    c.line("contact", t.label, "reached", why)
+    c.s = msgspec.structs.replace(
+        c.s, contact=Track("done", t.step, t.attempt, INF, "", "", "reached")
+    )
+
+
+# --- ending -----------------------------------------------------------------------------------
+
+
+def _end(c: _Step, status: Status, outcome: OutcomeKind | None, why: str) -> None:
+    """Terminal: no more deadlines; everyone asked to act is told to stand down."""
+    s = c.s
+    c.line("warning", s.status, status, why)
+    for who in s.notified:
+        c.emit("stand_down", who, 0, 1, f"{s.warning.id}/end/{who}", why)
+    c.s = msgspec.structs.replace(
+        s,
+        status=status,
+        outcome=outcome,
+        officer=msgspec.structs.replace(s.officer, deadline=INF),
+        contact=msgspec.structs.replace(s.contact, deadline=INF),
+    )
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResult:
+    w = ev.warning
+    s = WarningState(
+        warning=w, responders=ev.responders, expires_at=ev.expires_at, plan_level=w.level
+    )
+    c = _Step(s, now, rules.policy(w.kind, w.level))
+    c.line(
+        "warning",
+        "new",
+        "active",
+        f"{why}: {w.kind} level {w.level} for {describe_target(w.target)}",
+    )
+    if ev.expires_at <= now:
+        _end(c, "expired", None, "already expired on arrival")
+        return c.finish()
+    if c.policy.broadcast and isinstance(w.target, AreaTarget):
+        c.emit("broadcast", w.target.area, 0, 1, f"{w.id}/0/b", "area-wide warning")
+    officer = _officer_enter(c, 0, 1, "new warning")  # may add to c.s.notified: assign after
+    c.s = msgspec.structs.replace(c.s, officer=officer)
+    if c.policy.contact and not isinstance(w.target, AreaTarget):
+        contact = _contact_enter(c, 0, 1, "new warning")
+        if contact is not None:
+            c.s = msgspec.structs.replace(c.s, contact=contact)
+    return c.finish()
+
+
+def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> StepResult:
+    new, old = ev.warning, s.warning
+    c = _Step(s, now, rules.policy(old.kind, s.plan_level))
+    if new.kind != old.kind or new.target != old.target:
+        what = "kind" if new.kind != old.kind else "target"
+        c.line("warning", s.status, s.status, f"update rejected: it changes the {what}")
+        c.s = msgspec.structs.replace(c.s, ignored=s.ignored + 1)
+        return c.finish()
+    raised = new.level < s.plan_level
+    c.s = s = msgspec.structs.replace(s, warning=new, expires_at=ev.expires_at)
+    if not raised:
+        if new.level != old.level:
+            c.line(
+                "warning",
+                f"level {old.level}",
+                f"level {new.level}",
+                f"update to a level not above {s.plan_level}: running ladders are kept",
+            )
+        else:
+            c.line("warning", "active", "active", "update: details or expiry changed")
+        if ev.expires_at <= now:
+            _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past")
+        return c.finish()
+    c.line(
+        "warning", f"level {old.level}", f"level {new.level}", "update raised the level: re-plan"
+    )
+    c.s = s = msgspec.structs.replace(s, plan_level=new.level, revision=s.revision + 1)
+    c.policy = rules.policy(new.kind, new.level)
+    if ev.expires_at <= now:
+        _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past")
+        return c.finish()
+    # Officers: an ack stands (an acked step never escalates), the acking officer is informed.
+    if s.officer.status == "done":
+        assert s.acked_by is not None
+        c.emit(
+            "inform",
+            s.acked_by,
+            s.officer.step,
+            1,
+            f"{new.id}/{s.revision}/inform",
+            f"level raised to {new.level}",
+        )
+    else:
+        index = min(s.officer.step, len(c.policy.officers) - 1)
+        officer = _officer_enter(c, index, 1, "level raised")
+        c.s = msgspec.structs.replace(c.s, officer=officer)
+    # Contact: re-plan from the same rung under the new ladder, unless already reached.
+    area = isinstance(new.target, AreaTarget)
+    if c.policy.contact and not area and c.s.contact.status in ("running", "off"):
+        index = min(c.s.contact.step, len(c.policy.contact) - 1)
+        contact = _contact_enter(c, index, 1, "level raised")
+        if contact is not None:
+            c.s = msgspec.structs.replace(c.s, contact=contact)
+    elif not c.policy.contact and c.s.contact.status == "running":
+        t = c.s.contact
+        c.line("contact", t.label, "off", "the new level has no contact ladder")
+        c.s = msgspec.structs.replace(c.s, contact=OFF)
+    return c.finish()
+
+
+def _expiry_outcome(s: WarningState) -> OutcomeKind | None:
+    """At expiry, a resident we tried and never reached is recorded as unreachable."""
+    return "unreachable" if s.contact.status in ("running", "exhausted") else None
+
+
+def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
+    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level))
+    if now >= s.expires_at:
+        outcome = _expiry_outcome(s)
+        _end(c, "expired", outcome, "expired without an outcome")
+        if c.policy.at_expiry == "report":
+            key = f"{s.warning.id}/expired"
+            c.emit(
+                "report",
+                s.responders.county_centre,
+                0,
+                1,
+                key,
+                "warning expired without an outcome",
+            )
+        return c.finish()
+    if s.officer.status == "running" and now >= s.officer.deadline:
+        officer = _officer_timeout(c)
+        c.s = msgspec.structs.replace(c.s, officer=officer)
+    if c.s.contact.status == "running" and now >= c.s.contact.deadline:
+        rung = c.policy.contact[c.s.contact.step]
+        waited = {"call": "no call result", "chat": "message unread", "visit": "no visit report"}
+        contact = _contact_timeout(c, f"{waited[rung.channel]} within {rung.within_s:g} s")
+        if contact is not None:
+            c.s = msgspec.structs.replace(c.s, contact=contact)
+    return c.finish()
+
+
+def _feedback(s: WarningState, ev: FeedbackEvent, now: float, rules: EscalationRules) -> StepResult:
+    if s.status != "active":
+        return msgspec.structs.replace(s, ignored=s.ignored + 1), (), None
+    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level))
+    if isinstance(ev, Outcome):
+        _end(c, "closed", ev.outcome, f"outcome reported: {ev.outcome}")
+    elif isinstance(ev, Acknowledged):
+        if s.officer.status == "done":
+            return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
+        t = s.officer
+        c.line("officer", t.label, "acked", f"acknowledged by {ev.officer}")
+        c.s = msgspec.structs.replace(
+            s, acked_by=ev.officer, officer=Track("done", t.step, t.attempt, INF, "", t.to, "acked")
+        )
+    elif s.contact.status == "done":
+        return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
+    elif isinstance(ev, CallResult):
+        t = s.contact
+        if ev.result == "answered":
+            _contact_reached(c, "call answered")
+        elif (
+            t.status == "running"
+            and c.policy.contact[t.step].channel == "call"
+            and (ev.key is None or ev.key == t.key)
+        ):
+            contact = _contact_timeout(c, f"call {ev.result.replace('_', ' ')}")
+            if contact is not None:
+                c.s = msgspec.structs.replace(c.s, contact=contact)
+        else:  # a late result for a call we have already moved past
+            return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
+    elif isinstance(ev, MessageRead):
+        _contact_reached(c, "message read")
+    elif isinstance(ev, VisitDone):
+        _contact_reached(c, "visit done")
+    return c.finish()
+
+
+def step(
+    state: WarningState | None, event: Event, now: float, rules: EscalationRules
+) -> StepResult:
+    """Advance one warning by one event. Pure: same inputs, same outputs, nothing else touched.
+
+    ``state`` is None for a warning not seen before. Returns the new state (None only when an
+    event other than an intake arrives for an unknown warning), the actions to send, and when to
+    call again with :data:`TICK` (None once the warning has ended).
+    """
+    if isinstance(event, Tick):
+        if state is None or state.status != "active":
+            return state, (), None
+        return _tick(state, now, rules)
+    if isinstance(event, Intake):
+        w = event.warning
+        if state is None:
+            if w.msg_type == "cancel":
+                s = WarningState(
+                    warning=w,
+                    responders=event.responders,
+                    expires_at=event.expires_at,
+                    status="cancelled",
+                    plan_level=w.level,
+                    timeline=(
+                        Transition(now, "warning", "new", "cancelled", "cancel before any alert"),
+                    ),
+                )
+                return s, (), None
+            why = (
+                "alert" if w.msg_type == "alert" else "update without a prior alert, taken as alert"
+            )
+            return _start(event, now, rules, why)
+        if state.status != "active" or w.msg_type == "alert":
+            return (
+                msgspec.structs.replace(state, duplicates=state.duplicates + 1),
+                (),
+                state.next_deadline,
+            )
+        if w.msg_type == "cancel":
+            c = _Step(state, now, rules.policy(state.warning.kind, state.plan_level))
+            _end(c, "cancelled", None, "cancelled by the warning centre")
+            return c.finish()
+        return _update(state, event, now, rules)
+    if state is None:
+        return None, (), None
+    return _feedback(state, event, now, rules)

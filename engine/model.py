@@ -1,0 +1,233 @@
+"""Messages the engine speaks: warning instructions in, feedback in, actions out.
+
+All are frozen msgspec structs, validated when decoded, so a bad message is rejected at the edge
+with an error that names the field instead of failing somewhere inside the engine. ``gc=False``
+because these are immutable trees without cycles: a million pending warnings would otherwise
+make every garbage collection walk all of them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from engine.errors import explain
+from engine.privacy import mask_phone
+
+# --- warning instructions -------------------------------------------------------------------
+
+KIND_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+"""Kinds are open-ended (rules may add more), so the model only checks the spelling."""
+
+Kind = Annotated[str, msgspec.Meta(pattern=KIND_PATTERN)]
+Level = Annotated[int, msgspec.Meta(ge=1, le=4)]
+"""1 is the most urgent, 4 the least."""
+WarningId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x2e\x30-\x7e]+$")
+]
+"""The dedup key: printable ASCII without spaces or ``/``, since idempotency keys are
+``{id}/{revision}/...`` and must split back unambiguously."""
+MsgType = Literal["alert", "update", "cancel"]
+"""As in OASIS CAP: a new warning, a change to it (e.g. a higher level), or its withdrawal."""
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+"""Wall-clock time from the warning centre; must carry a time zone so it is unambiguous."""
+
+KNOWN_KINDS = ("fraud", "help_request", "missing_person", "road_hazard")
+
+
+class ResidentTarget(
+    msgspec.Struct, frozen=True, gc=False, tag="resident", forbid_unknown_fields=True
+):
+    """A resident known by the registry's dense id."""
+
+    id: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class PhoneTarget(msgspec.Struct, frozen=True, gc=False, tag="phone", forbid_unknown_fields=True):
+    """A phone number, looked up in the registry; may belong to nobody we know."""
+
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9][0-9 -]{3,24}$")]
+
+    def __repr__(self) -> str:  # never show the number in clear, even in a traceback
+        return f"PhoneTarget(phone={mask_phone(self.phone)!r})"
+
+
+class AreaTarget(msgspec.Struct, frozen=True, gc=False, tag="area", forbid_unknown_fields=True):
+    """A jurisdiction unit (grid, village, station) for area-wide kinds such as road hazards."""
+
+    area: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+Target = ResidentTarget | PhoneTarget | AreaTarget
+TargetType = Literal["resident", "phone", "area"]
+
+
+def target_type(target: Target) -> TargetType:
+    """The tag of a target, as used in rule files (``targets = ["resident", "phone"]``)."""
+    if isinstance(target, ResidentTarget):
+        return "resident"
+    if isinstance(target, PhoneTarget):
+        return "phone"
+    return "area"
+
+
+def describe_target(target: Target) -> str:
+    """A target as it may appear in timelines and logs: ids and areas as is, phones masked."""
+    if isinstance(target, ResidentTarget):
+        return f"resident {target.id}"
+    if isinstance(target, PhoneTarget):
+        return f"phone {mask_phone(target.phone)}"
+    return f"area {target.area}"
+
+
+class WarningInstruction(
+    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
+    """One instruction from the warning centre; ``id`` is the dedup key for alert/update/cancel."""
+
+    id: WarningId
+    kind: Kind
+    level: Level
+    target: Target
+    issued_at: Timestamp
+    expires: Timestamp
+    details: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    msg_type: MsgType = "alert"
+
+    def __post_init__(self) -> None:
+        if self.expires <= self.issued_at:
+            raise ValueError("`expires` must be later than `issued_at`")
+
+
+# --- feedback events --------------------------------------------------------------------------
+
+CallResultKind = Literal["answered", "busy", "no_answer"]
+OutcomeKind = Literal["dissuaded", "defrauded", "unreachable", "false_alarm", "resolved"]
+
+
+class _Feedback(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
+    """Common fields: which warning, and optionally which action (idempotency key) it answers."""
+
+    warning_id: WarningId
+    key: str | None = None
+
+
+class Acknowledged(_Feedback, tag="ack"):
+    """An officer took the warning: the officer ladder stops escalating."""
+
+    officer: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class CallResult(_Feedback, tag="call"):
+    """The result of a phone call to the resident."""
+
+    result: CallResultKind
+
+
+class MessageRead(_Feedback, tag="read"):
+    """The resident read the chat message."""
+
+
+class VisitDone(_Feedback, tag="visit"):
+    """A neighbour or village cadre saw the resident in person."""
+
+    visitor: str | None = None
+
+
+class Outcome(_Feedback, tag="outcome"):
+    """How it ended. Closes the warning."""
+
+    outcome: OutcomeKind
+
+
+FeedbackEvent = Acknowledged | CallResult | MessageRead | VisitDone | Outcome
+
+
+# --- actions (the outbox) ---------------------------------------------------------------------
+
+ActionKind = Literal[
+    "notify_officer",  # ask an officer to take the warning (expects an ack)
+    "call",  # phone the resident
+    "chat",  # send the resident a chat message
+    "visit",  # ask a neighbour / village cadre to visit
+    "broadcast",  # area-wide message (fanned out by campaigns)
+    "report",  # tell an officer something went wrong (unreachable, expired); no ack expected
+    "inform",  # tell an officer who already acked about a change (e.g. level raised)
+    "stand_down",  # the warning ended: stop working on it
+]
+
+
+class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One thing a channel adapter must do. ``key`` makes it idempotent downstream.
+
+    ``key`` is ``{warning id}/{revision}/{track}{step}/{attempt}``: the same attempt of the same
+    step always has the same key (a replay is deduplicated), every new attempt gets a new one.
+    ``to`` is an officer key, ``resident:{id}``, ``phone:{number}`` (for the call adapter only;
+    never logged), or an area id.
+    """
+
+    key: str
+    warning_id: str
+    action: ActionKind
+    to: str
+    kind: str
+    level: int
+    step: int = 0
+    attempt: int = 1
+    reason: str = ""
+
+    def __repr__(self) -> str:  # actions end up in logs and tracebacks: mask phone numbers
+        to = f"phone:{mask_phone(self.to)}" if self.to.startswith("phone:") else self.to
+        return f"Action(key={self.key!r}, action={self.action!r}, to={to!r}, level={self.level})"
+
+
+# --- decoding at the edge ---------------------------------------------------------------------
+
+
+class InvalidMessage(ValueError):
+    """A message was rejected at the edge. ``field`` is a dotted path, ``expected`` says why."""
+
+    def __init__(self, field: str, expected: str) -> None:
+        self.field = field or "(message)"
+        self.expected = expected
+        super().__init__(f"{self.field}: {self.expected}")
+
+
+class InvalidWarning(InvalidMessage):
+    """A warning instruction that cannot be accepted (bad field, unknown kind, wrong target)."""
+
+
+class InvalidFeedback(InvalidMessage):
+    """A feedback event that cannot be accepted."""
+
+
+def _translate(
+    exc: msgspec.ValidationError | msgspec.DecodeError, error: type[InvalidMessage]
+) -> InvalidMessage:
+    """Turn msgspec's message into (dotted field, what was expected)."""
+    field, what = explain(exc)
+    if not field and what.startswith("`"):  # raised by __post_init__: "`expires` must be ..."
+        field = what.split("`")[1]
+    return error(field, what or "a valid message")
+
+
+_warning_decoder = msgspec.json.Decoder(WarningInstruction)
+_feedback_decoder = msgspec.json.Decoder(FeedbackEvent)
+
+
+def decode_warning(data: bytes | str) -> WarningInstruction:
+    """JSON -> WarningInstruction, or :class:`InvalidWarning` naming the field."""
+    try:
+        return _warning_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _translate(exc, InvalidWarning) from exc
+
+
+def decode_feedback(data: bytes | str) -> FeedbackEvent:
+    """JSON -> one of the feedback events (tagged by ``type``), or :class:`InvalidFeedback`."""
+    try:
+        return _feedback_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _translate(exc, InvalidFeedback) from exc
