@@ -1,0 +1,299 @@
+"""Redis Streams: intake and feedback through consumer groups, actions to an outbox stream.
+
+Guarantees, and how they are kept:
+
+- **Ack after durability.** Entries are read with ``XREADGROUP`` into this consumer's pending
+  list (PEL) and only ``XACK``-ed when the engine calls :meth:`RedisStreamSource.ack`, after
+  its journal has them. A crash before that leaves them pending.
+- **Restart.** On start the source first re-reads its *own* PEL (``XREADGROUP ... 0``): with a
+  stable consumer name a restarted engine gets its unacked entries back at once. Then it
+  ``XAUTOCLAIM``-s entries of any consumer pending longer than ``claim_idle_s`` (a dead
+  engine's work), and repeats that every ``claim_every_s``.
+- **Clean cancellation.** Whatever the server delivered to us but we did not return (a read
+  cancelled in flight, a batch interrupted half way) is, by Redis' rules, in our PEL; any
+  exception inside ``receive_batch`` therefore schedules a PEL rescan before the next read.
+  Entries already handed out and not acked are remembered (``outstanding``) and skipped by
+  rescans and claims, so nothing is handed out twice by one source.
+- **Dead letters.** ``XADD wd:dead {reason, raw, source_id, stream, consumer, at}`` and the
+  ``XACK`` run in one ``MULTI``/``EXEC``: a dead letter is never acked without being stored.
+- **Outbox.** One pipelined ``XADD wd:outbox {key, action}`` per action (optionally
+  ``MAXLEN ~``); at-least-once, and a repeat carries the same ``key``.
+
+Logs carry entry ids, stream names and reasons, never payloads (they hold phone numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import trio
+
+from engine.model import Action
+from engine.transport.base import ActionEncoding, Delivery, encode_action
+from engine.transport.redis_clients import ClientName, Entry, StreamClient, open_client
+
+log = logging.getLogger("engine.transport.redis")
+
+DEFAULT_GROUP = "wd-engine"
+
+
+class StreamNames(msgspec.Struct, frozen=True, kw_only=True):
+    """Stream keys; override per deployment (a shard's prefix, a test's namespace)."""
+
+    intake: str = "wd:intake"
+    feedback: str = "wd:feedback"
+    outbox: str = "wd:outbox"
+    dead: str = "wd:dead"
+
+
+class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Tuning of a stream source. Times in seconds.
+
+    ``block_s``: longest single ``XREADGROUP BLOCK`` (a wait for new entries is a loop of these).
+    ``claim_idle_s``: an entry pending this long belongs to a dead consumer and is claimed.
+    ``payload_field``: the entry field holding the raw message (producers ``XADD s raw <json>``).
+    """
+
+    group: str = DEFAULT_GROUP
+    consumer: str = ""
+    batch_size: int = 512
+    block_s: float = 2.0
+    claim_idle_s: float = 60.0
+    claim_every_s: float = 30.0
+    payload_field: str = "raw"
+    dead_maxlen: int | None = 1_000_000
+
+
+def default_consumer() -> str:
+    """The host name: stable across restarts, so a restarted engine finds its own pending
+    entries at once. Run two engines on one host? Give each its own ``consumer``."""
+    return socket.gethostname() or "engine"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class RedisStreamSource:
+    """An :class:`~engine.transport.base.IntakeSource` over one stream and consumer group.
+
+    Use :meth:`open` (creates the group with ``MKSTREAM`` if missing, from id 0 so entries
+    written before the group existed are read too). Used for intake and for feedback alike.
+    """
+
+    def __init__(
+        self,
+        client: StreamClient,
+        stream: str,
+        dead_stream: str,
+        options: SourceOptions | None = None,
+    ) -> None:
+        self.options = opts = options or SourceOptions()
+        self.client = client
+        self.stream = stream
+        self.dead_stream = dead_stream
+        self.consumer = opts.consumer or default_consumer()
+        self.name = f"redis:{stream}"
+        self.outstanding: set[str] = set()
+        """Handed out, not acked yet (skipped by rescans and claims)."""
+        self._field = opts.payload_field.encode()
+        self._rescan = True  # read our own PEL first: entries a previous run never acked
+        self._pel_cursor = "0"
+        self._next_claim = -math.inf
+        self._claim_cursor = "0-0"
+        self.claimed = 0
+        """Entries taken over from other consumers by XAUTOCLAIM (a health signal)."""
+
+    @classmethod
+    async def open(
+        cls,
+        client: StreamClient,
+        stream: str,
+        dead_stream: str = "wd:dead",
+        options: SourceOptions | None = None,
+    ) -> RedisStreamSource:
+        self = cls(client, stream, dead_stream, options)
+        if await client.create_group(stream, self.options.group):
+            log.info("created consumer group %s on %s", self.options.group, stream)
+        return self
+
+    async def receive_batch(self) -> list[Delivery]:
+        """The next batch: own unacked entries after a restart or cancel, then claimed ones,
+        then new ones (blocking). Never raises ``EndOfChannel``: a stream does not end."""
+        try:
+            while True:
+                batch = await self._step()
+                if batch:
+                    return batch
+        except BaseException:
+            # Anything the server gave us that we did not return is in our PEL: rescan it.
+            self._rescan, self._pel_cursor = True, "0"
+            raise
+
+    async def _step(self) -> list[Delivery]:
+        opts, client = self.options, self.client
+        if self._rescan:
+            entries = await client.read_group(
+                self.stream, opts.group, self.consumer, self._pel_cursor, opts.batch_size, None
+            )
+            if not entries:
+                self._rescan = False
+                return []
+            self._pel_cursor = entries[-1][0]
+            return await self._accept(entries, redelivered=True)
+        now = trio.current_time()
+        if now >= self._next_claim:
+            cursor, entries, deleted = await client.autoclaim(
+                self.stream,
+                opts.group,
+                self.consumer,
+                int(opts.claim_idle_s * 1000),
+                self._claim_cursor,
+                opts.batch_size,
+            )
+            if deleted:
+                log.warning(
+                    "%d pending entries of %s were deleted before ack", len(deleted), self.stream
+                )
+            self._claim_cursor = cursor
+            if cursor in ("0-0", "0"):  # a full pass: rest until the next one
+                self._next_claim = now + opts.claim_every_s
+            batch = await self._accept(entries, redelivered=True)
+            if batch:
+                self.claimed += len(batch)
+                log.info("claimed %d idle entries of %s", len(batch), self.stream)
+            return batch
+        block_ms = max(1, min(int(opts.block_s * 1000), math.ceil((self._next_claim - now) * 1000)))
+        entries = await client.read_group(
+            self.stream, opts.group, self.consumer, ">", opts.batch_size, block_ms
+        )
+        return await self._accept(entries, redelivered=False)
+
+    async def _accept(self, entries: list[Entry], *, redelivered: bool) -> list[Delivery]:
+        out: list[Delivery] = []
+        for eid, fields in entries:
+            if eid in self.outstanding:
+                continue
+            if fields is None:  # trimmed or XDEL-ed while pending: nothing left to process
+                log.warning("entry %s of %s vanished while pending; acking it", eid, self.stream)
+                await self.client.ack(self.stream, self.options.group, [eid])
+                continue
+            raw = fields.get(self._field)
+            if raw is None:
+                names = sorted(k.decode(errors="replace") for k in fields)
+                reason = f"entry has no {self.options.payload_field!r} field (fields: {names})"
+                await self._store_dead(eid, msgspec.json.encode(fields_as_text(fields)), reason)
+                continue
+            out.append(Delivery(eid, bytes(raw), self.name, redelivered))
+            self.outstanding.add(eid)
+        return out
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        """XACK; call only once the engine's journal holds these entries."""
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return
+        await self.client.ack(self.stream, self.options.group, ids)
+        self.outstanding.difference_update(ids)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Store reason and raw payload in the dead-letter stream and XACK, atomically."""
+        await self._store_dead(delivery.id, delivery.raw, reason)
+
+    async def _store_dead(self, eid: str, raw: bytes, reason: str) -> None:
+        fields = {
+            "reason": reason.encode(),
+            "raw": raw,
+            "source_id": eid.encode(),
+            "stream": self.stream.encode(),
+            "consumer": self.consumer.encode(),
+            "at": _now_iso().encode(),
+        }
+        await self.client.add_and_ack(
+            self.dead_stream, fields, self.options.dead_maxlen, self.stream, self.options.group, eid
+        )
+        self.outstanding.discard(eid)
+        log.warning("dead letter %s#%s: %s", self.stream, eid, reason)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client is shared and closed by its owner."""
+        await trio.lowlevel.checkpoint()
+
+
+def fields_as_text(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """Stream fields as a JSON-able mapping (for dead-lettering an entry of the wrong shape)."""
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+
+
+class RedisOutbox:
+    """An :class:`~engine.transport.base.OutboxSink`: ``XADD stream * key <key> action <bytes>``
+    per action, pipelined; ``maxlen`` bounds the stream (``MAXLEN ~``)."""
+
+    PIPELINE = 1024
+    """Commands per round trip: large enough to amortise it, small enough to bound buffers."""
+
+    def __init__(
+        self,
+        client: StreamClient,
+        stream: str = "wd:outbox",
+        *,
+        maxlen: int | None = None,
+        encoding: ActionEncoding = "json",
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+        self.encoding: ActionEncoding = encoding
+        self.name = f"redis:{stream}"
+
+    async def send(self, actions: Sequence[Action]) -> None:
+        if not actions:
+            await trio.lowlevel.checkpoint()
+            return
+        enc = self.encoding
+        for i in range(0, len(actions), self.PIPELINE):
+            chunk = actions[i : i + self.PIPELINE]
+            entries = [{"key": a.key.encode(), "action": encode_action(a, enc)} for a in chunk]
+            await self.client.add_many(self.stream, entries, self.maxlen)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@dataclass(frozen=True)
+class RedisTransport:
+    """Intake, feedback and outbox on one client (see :func:`open_redis_transport`)."""
+
+    client: StreamClient
+    intake: RedisStreamSource
+    feedback: RedisStreamSource
+    outbox: RedisOutbox
+    names: StreamNames
+
+
+@asynccontextmanager
+async def open_redis_transport(
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    *,
+    db: int = 0,
+    client: ClientName = "redis-py",
+    names: StreamNames | None = None,
+    options: SourceOptions | None = None,
+    outbox_maxlen: int | None = None,
+    encoding: ActionEncoding = "json",
+) -> AsyncIterator[RedisTransport]:
+    """Connect, create the consumer groups if missing, and close the client on exit."""
+    names = names or StreamNames()
+    async with open_client(client, host, port, db) as c:
+        intake = await RedisStreamSource.open(c, names.intake, names.dead, options)
+        feedback = await RedisStreamSource.open(c, names.feedback, names.dead, options)
+        outbox = RedisOutbox(c, names.outbox, maxlen=outbox_maxlen, encoding=encoding)
+        yield RedisTransport(c, intake, feedback, outbox, names)
