@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
+from engine.errors import explain
+
 Priority = Literal["routine", "urgent"]
 CampaignId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -294,12 +296,7 @@ def decode_campaign(data: bytes | str) -> Campaign:
     try:
         return _campaign_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        text = str(exc)
-        what, _, where = text.partition(" - at `$")
-        field = where.rstrip("`").lstrip(".")
-        if what.startswith(("Object missing required field", "Object contains unknown field")):
-            name = what.split("`")[1]
-            field = f"{field}.{name}" if field else name
-        elif not field and what.startswith("`"):
+        field, what = explain(exc)
+        if not field and what.startswith("`"):  # raised by __post_init__: "`x` must be ..."
             field = what.split("`")[1]
         raise InvalidCampaign(field, what) from exc
