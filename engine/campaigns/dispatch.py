@@ -498,16 +498,7 @@ class CampaignService:
                 if not self._still_ok(rid, spec.officer_index):
                     self._drop(run, pos, rid)
                     continue
-                while True:
-                    if run.routine:
-                        await self._quiet(run, task)
-                        while acct.urgent:  # urgent alerts on this account go first
-                            await acct.lot.park()
-                    await trio.sleep_until(acct.bucket.reserve(trio.current_time()))
-                    if not run.routine or not self.policy.quiet.remaining(
-                        self.wall_clock(trio.current_time())
-                    ):
-                        break
+                await self._wait_for_slot(run, task, acct.bucket, acct)
                 action = ChatSend(
                     key=f"campaign/{c.id}/{spec.officer}/{rid}/1",
                     campaign_id=c.id,
@@ -527,6 +518,22 @@ class CampaignService:
                 if not acct.urgent:
                     acct.lot.unpark_all()
 
+    async def _wait_for_slot(
+        self, run: _Run, task: _Task | None, bucket: TokenBucket, acct: _Account | None
+    ) -> None:
+        """Wait for a paced send slot. Routine content also waits out quiet hours (checked again
+        after pacing, since the slot may fall inside them) and lets urgent alerts go first."""
+        while True:
+            if run.routine:
+                await self._quiet(run, task)
+                while acct is not None and acct.urgent:
+                    await acct.lot.park()
+            await trio.sleep_until(bucket.reserve(trio.current_time()))
+            if not run.routine or not self.policy.quiet.remaining(
+                self.wall_clock(trio.current_time())
+            ):
+                return
+
     async def _run_sms(self, run: _Run) -> None:
         c, plan = run.plan.campaign, run.plan
         for rid, pos in zip(plan.sms_ids.tolist(), plan.sms_pos.tolist(), strict=True):
@@ -535,14 +542,7 @@ class CampaignService:
             if not self._still_ok(rid, None):
                 self._drop(run, pos, rid)
                 continue
-            while True:
-                if run.routine:
-                    await self._quiet(run, None)
-                await trio.sleep_until(self._sms.reserve(trio.current_time()))
-                if not run.routine or not self.policy.quiet.remaining(
-                    self.wall_clock(trio.current_time())
-                ):
-                    break
+            await self._wait_for_slot(run, None, self._sms, None)
             action = SmsSend(
                 key=f"campaign/{c.id}/sms/{rid}/1",
                 campaign_id=c.id,
