@@ -36,14 +36,15 @@ OFFICERS = (
 GRID_OFFICERS = {"01-11": ("P01",), "01-12": ("P01",), "01-21": ("P02",), "02-11": ("P03",)}
 
 
-def make_registry(chunk_words: int = 1) -> Registry:
+def make_registry(chunk_words: int = 1, taxonomy: Taxonomy | None = None) -> Registry:
     """``chunk_words=1`` puts 64 ids in a chunk, so small tests cross many chunks."""
     jurisdiction = Jurisdiction(
         [U(s, f"派出所{s}") for s in STATIONS],
         [U(v, f"村{v}", p) for v, p in VILLAGES],
         [U(g, f"网格{g}", p) for g, p in GRIDS],
     )
-    return Registry(Taxonomy.from_keys(TAGS), jurisdiction, OFFICERS, chunk_words=chunk_words)
+    taxonomy = taxonomy or Taxonomy.from_keys(TAGS)
+    return Registry(taxonomy, jurisdiction, OFFICERS, chunk_words=chunk_words)
 
 
 @dataclass

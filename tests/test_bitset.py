@@ -37,6 +37,15 @@ def test_from_ids_and_add_many_match_single_adds(first: list[int], second: list[
     assert bulk.ids().tolist() == one.ids().tolist() == sorted(set(first + second))
 
 
+@given(st.lists(IDS, max_size=300), st.lists(IDS, max_size=300))
+def test_discard_many_matches_single_discards(first: list[int], drop: list[int]) -> None:
+    s = ChunkedBitset.from_ids(np.array(first, dtype=np.int64), CHUNK_WORDS, N_CHUNKS)
+    layout = s.layout
+    s.discard_many(np.array(drop + [10**9], dtype=np.int64))  # far ids are ignored
+    assert s.ids().tolist() == sorted(set(first) - set(drop))
+    assert s.layout == layout  # compiled programs over this set stay valid
+
+
 @given(st.permutations(range(N_CHUNKS)))
 def test_evaluation_is_right_when_chunks_arrive_out_of_order(order: list[int]) -> None:
     """Rows stored out of chunk order must be gathered, not viewed as if consecutive."""

@@ -1,0 +1,84 @@
+"""Window tags (warned_7d ...) hold exactly as long as their window after the last mark."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.registry.recent import RecentTags
+from engine.rules.taxonomy import Taxonomy
+from tests.small_county import make_registry
+
+DAY = 86400.0
+KEYS = ("elderly", "warned_24h", "warned_7d", "broadcast_7d", "warn_frequent_30d", "plain_3d")
+WINDOWS = {
+    "warned_24h": ("warned", DAY),
+    "warned_7d": ("warned", 7 * DAY),
+    "broadcast_7d": ("broadcast", 7 * DAY),
+}
+
+
+def county(n: int = 40):
+    tax = Taxonomy.from_keys(KEYS, dynamic=KEYS[1:5])
+    reg = make_registry(taxonomy=tax)
+    for i in range(n):
+        reg.add_resident(f"R{i}", name="甲", phone="1", address="x", grid="01-11")
+    return reg, RecentTags(reg)
+
+
+def test_which_tags_are_maintained() -> None:
+    _, recent = county()
+    assert recent.maintained() == ["broadcast_7d", "warned_24h", "warned_7d"]
+    # Not a window (a count), and not dynamic at all: left alone, and said so.
+    assert recent.unmaintained == ["warn_frequent_30d"]
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("mark"),
+            st.sampled_from(["warned", "broadcast", "unknown"]),
+            st.lists(st.integers(0, 45), max_size=10),
+        ),
+        st.tuples(st.just("wait"), st.floats(0, 3 * DAY)),
+        st.tuples(st.just("expire")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_tags_match_the_last_mark_within_the_window(ops: list[tuple]) -> None:
+    reg, recent = county()
+    now = 1_700_000_000.0
+    last: dict[str, dict[int, float]] = {"warned": {}, "broadcast": {}}
+    audience = {k: reg.audience(k) for k in WINDOWS}  # compiled once: must follow changes
+    for op in ops:
+        if op[0] == "mark":
+            recent.mark(op[1], op[2], now)
+            for r in op[2]:
+                if op[1] in last and r < 40:  # ids beyond the registry are ignored
+                    last[op[1]][r] = now
+        elif op[0] == "wait":
+            now += op[1]
+        else:
+            recent.expire(now)
+            for key, (event, window) in WINDOWS.items():
+                fresh = sorted(r for r, t in last[event].items() if t > now - window)
+                assert audience[key].ids().tolist() == fresh, key
+    recent.expire(now)
+    for key, (event, window) in WINDOWS.items():
+        fresh = {r for r, t in last[event].items() if t > now - window}
+        assert set(reg.ids(key).tolist()) == fresh
+
+
+def test_bulk_marks_are_cheap_and_reversible() -> None:
+    reg, recent = county(4000)
+    ids = list(range(0, 4000, 2))
+    recent.mark("broadcast", ids, 0.0)
+    assert reg.count("broadcast_7d") == 2000
+    recent.mark("broadcast", [0], 6 * DAY)  # marked again: outlives the first batch
+    assert recent.expire(7 * DAY) == 1999
+    assert reg.ids("broadcast_7d").tolist() == [0]
+    assert recent.expire(13 * DAY) == 1 and reg.count("broadcast_7d") == 0
