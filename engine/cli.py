@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import msgspec
+import trio
 from rich.console import Console
 from rich.table import Table
 
 from engine.audience.expr import AudienceError
+from engine.journal import FsyncPolicy
 from engine.registry.registry import Registry
 from engine.registry.snapshot import SnapshotError
 from engine.registry.units import RegistryError
@@ -72,11 +77,18 @@ def _county_spec(residents: int | None, seed: int | None, spec_file: Path | None
 
 
 def open_county(
-    county: Path | None, residents: int | None, seed: int | None, spec_file: Path | None = None
+    county: Path | None,
+    residents: int | None,
+    seed: int | None,
+    spec_file: Path | None = None,
+    *,
+    out: Console | None = None,
 ) -> Registry:
-    """Load a county snapshot, generating and saving it the first time."""
+    """Load a county snapshot, generating and saving it the first time. Progress goes to
+    ``out`` (stdout by default; ``serve`` passes stderr, its stdout carries actions)."""
     from simulator.county import GENERATOR_VERSION, generate_county
 
+    say = out or console
     if county is not None and (county / "meta.msgpack").exists():
         return Registry.load(county)
     spec = _county_spec(residents, seed, spec_file)
@@ -85,16 +97,14 @@ def open_county(
     if (path / "meta.msgpack").exists():
         t0 = time.perf_counter()
         reg = Registry.load(path)
-        console.print(f"loaded county snapshot {path} in {time.perf_counter() - t0:.3f} s")
+        say.print(f"loaded county snapshot {path} in {time.perf_counter() - t0:.3f} s")
         return reg
-    console.print(f"generating a county of {spec.residents:,} residents (seed {spec.seed})...")  # type: ignore[attr-defined]
+    say.print(f"generating a county of {spec.residents:,} residents (seed {spec.seed})...")  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     reg = generate_county(spec)  # type: ignore[arg-type]
     t1 = time.perf_counter()
     reg.save(path)
-    console.print(
-        f"generated in {t1 - t0:.1f} s, saved to {path} in {time.perf_counter() - t1:.1f} s"
-    )
+    say.print(f"generated in {t1 - t0:.1f} s, saved to {path} in {time.perf_counter() - t1:.1f} s")
     return reg
 
 
@@ -334,6 +344,222 @@ def taxonomy(file: Path | None, tags: bool) -> None:
         for key in tax.keys:
             t = tax.tag(key)
             console.print(f"{key:40} {t.label}{'  (dynamic)' if t.dynamic else ''}")
+
+
+# --- the engine as a service ------------------------------------------------------------------
+
+LOCAL_TZ = timezone(timedelta(hours=8), "UTC+8")
+"""Timelines are shown in the county's local time."""
+
+
+def _parse_fsync(text: str) -> FsyncPolicy:
+    if text in ("always", "none"):
+        return FsyncPolicy(text)  # type: ignore[arg-type]
+    mode, _, ms = text.partition(":")
+    try:
+        if mode == "interval":
+            return FsyncPolicy.interval(float(ms))
+    except ValueError:
+        pass
+    raise click.BadParameter("expected always, none or interval:MS (e.g. interval:5)")
+
+
+def _parse_redis(url: str) -> tuple[str, int, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise click.BadParameter("expected redis://HOST:PORT/DB")
+    try:
+        db = int(parts.path.strip("/") or 0)
+        return parts.hostname or "127.0.0.1", parts.port or 6379, db
+    except ValueError:
+        raise click.BadParameter("expected redis://HOST:PORT/DB with a numeric DB") from None
+
+
+journal_option = click.option(
+    "--journal",
+    "journal_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Journal folder [<cache>/journal].",
+)
+
+
+@main.command()
+@county_option
+@residents_option
+@seed_option
+@journal_option
+@click.option("--fsync", default="always", show_default=True, help="always | interval:MS | none.")
+@click.option("--redis", "redis_url", help="Use Redis Streams, e.g. redis://127.0.0.1:6379/0.")
+@click.option(
+    "--feedback",
+    "feedback_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON lines of feedback events (a file or FIFO); without --redis only.",
+)
+@click.option(
+    "--dead-letters",
+    "dead_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append dead letters here [stderr]; without --redis only.",
+)
+@click.option(
+    "--snapshot-every",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Journal records between snapshots.",
+)
+@click.option("--consumer", help="Redis consumer name [host name]; one per engine.")
+def serve(
+    county: Path | None,
+    residents: int | None,
+    seed: int | None,
+    journal_dir: Path | None,
+    fsync: str,
+    redis_url: str | None,
+    feedback_file: Path | None,
+    dead_file: Path | None,
+    snapshot_every: int,
+    consumer: str | None,
+) -> None:
+    """Run the engine: warnings in, actions out, every accepted warning journaled.
+
+    JSON lines by default (warnings on stdin, actions on stdout, dead letters on stderr), or
+    Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). Stops cleanly on
+    SIGINT/SIGTERM; the journal makes a restart continue where it stopped.
+    """
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    policy = _parse_fsync(fsync)
+    redis_at = _parse_redis(redis_url) if redis_url else None
+    try:
+        reg = open_county(county, residents, seed, out=Console(stderr=True))
+    except (SnapshotError, RuleError, RegistryError) as exc:
+        _fail(str(exc))
+        return
+    from engine.journal import JournalError
+
+    path = journal_dir or cache_dir() / "journal"
+    try:
+        trio.run(
+            _serve, reg, path, policy, redis_at, feedback_file, dead_file, snapshot_every, consumer
+        )
+    except JournalError as exc:
+        _fail(str(exc))
+
+
+async def _serve(
+    reg: Registry,
+    path: Path,
+    policy: FsyncPolicy,
+    redis_at: tuple[str, int, int] | None,
+    feedback_file: Path | None,
+    dead_file: Path | None,
+    snapshot_every: int,
+    consumer: str | None,
+) -> None:
+    from engine.journal import Journal
+    from engine.registry.directory import RegistryDirectory
+    from engine.scheduler import Engine
+    from engine.service import ServiceStats, serve
+    from engine.transport import (
+        JsonLinesDeadLetters,
+        JsonLinesIntake,
+        JsonLinesOutbox,
+        SourceOptions,
+        open_redis_transport,
+    )
+
+    log = logging.getLogger("engine.serve")
+    t0 = time.monotonic()
+    stats: ServiceStats
+    async with (
+        Journal.open(path, fsync=policy) as journal,
+        Engine.open(RegistryDirectory(reg), journal=journal, snapshot_every=snapshot_every) as eng,
+    ):
+        log.info(
+            "serving: journal %s (fsync %s), %d warnings restored (%d active), %s",
+            path,
+            policy.mode,
+            len(eng._states),
+            eng.pending,
+            f"redis {redis_at[0]}:{redis_at[1]}/{redis_at[2]}" if redis_at else "JSON lines",
+        )
+        if redis_at is not None:
+            host, port, db = redis_at
+            opts = SourceOptions(consumer=consumer or "")
+            async with open_redis_transport(host, port, db=db, options=opts) as t:
+                stats = await serve(eng, t.intake, t.outbox, feedback=t.feedback)
+        else:
+            dead = JsonLinesDeadLetters(dead_file)
+            intake = await JsonLinesIntake.open(None, dead_letters=dead)
+            fb = (
+                await JsonLinesIntake.open(feedback_file, dead_letters=dead)
+                if feedback_file
+                else None
+            )
+            out = JsonLinesOutbox(None)
+            try:
+                stats = await serve(eng, intake, out, feedback=fb)
+            finally:
+                for closing in (intake, fb, out, dead):
+                    if closing is not None:
+                        await closing.aclose()
+        log.info(
+            "stopped after %.1f s: %d warnings and %d feedback accepted, %d dead letters, "
+            "%d actions sent, %d warnings active, journal %d records, %d snapshots",
+            time.monotonic() - t0,
+            stats.warnings,
+            stats.feedback,
+            stats.dead_letters,
+            stats.sent,
+            eng.pending,
+            journal.stats.records,
+            journal.stats.snapshots,
+        )
+
+
+@main.command()
+@click.argument("warning_id")
+@journal_option
+def status(warning_id: str, journal_dir: Path | None) -> None:
+    """Print a warning's state and timeline from the journal (read-only; safe beside serve)."""
+    from engine.durability import JournalFormatError, rebuild
+    from engine.journal import JournalError
+    from engine.journal.reader import read_journal
+    from engine.model import describe_target
+    from engine.rules.escalation import load_escalation
+
+    path = journal_dir or cache_dir() / "journal"
+    try:
+        image = read_journal(path)
+        rebuilt = rebuild(image.snapshot_payload, image.records, load_escalation())
+    except (JournalError, JournalFormatError) as exc:
+        _fail(str(exc))
+        return
+    state = rebuilt.states.get(warning_id)
+    if state is None:
+        _fail(f"no warning {warning_id!r} in the journal at {path}")
+        return
+
+    def local(at: float) -> str:
+        return datetime.fromtimestamp(at, LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+    w = state.warning
+    echo = click.echo
+    echo(f"warning {w.id}: {w.kind}, level {w.level} (ladders at level {state.plan_level})")
+    echo(f"  target     {describe_target(w.target)}")
+    echo(f"  status     {state.status}" + (f", outcome {state.outcome}" if state.outcome else ""))
+    echo(f"  expires    {local(state.expires_at)} (UTC+8)")
+    echo(f"  notified   {', '.join(state.notified) or '-'}")
+    echo(f"  acked by   {state.acked_by or '-'}")
+    echo(f"  officer    {state.officer.label}; contact {state.contact.label}")
+    if state.duplicates or state.ignored:
+        echo(f"  repeats    {state.duplicates} duplicate instructions, {state.ignored} ignored")
+    echo("timeline (UTC+8):")
+    for t in state.timeline:
+        echo(f"  {local(t.at)}  {t.track:<8} {t.frm} -> {t.to}: {t.reason}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ OFF: Final = Track()
 
 
 class Transition(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """One audit line: at (trio seconds), which track, from, to, why."""
+    """One audit line: at (engine time: epoch seconds), which track, from, to, why."""
 
     at: float
     track: Literal["warning", "officer", "contact"]
@@ -97,7 +97,7 @@ class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 class Intake(msgspec.Struct, frozen=True, gc=False):
     """An alert, update or cancel, with what the shell resolved: who answers for the target and
-    the expiry on trio's clock."""
+    the expiry on the engine's clock (epoch seconds)."""
 
     warning: WarningInstruction
     responders: Responders

@@ -8,11 +8,23 @@ Embedding::
         await engine.feedback(event)          # ack, call result, read, visit done, outcome
         engine.status(warning_id)             # WarningState (timeline included) or None
 
+Durable embedding (what ``warn-dispatch serve`` does, see :mod:`engine.service`)::
+
+    async with Journal.open(path) as journal, Engine.open(directory, journal=journal) as engine:
+        await engine.submit_many(warnings); await engine.durable()   # then ack the intake
+        batch = await engine.actions().receive_batch(); await sink.send(batch)
+        engine.mark_sent([a.key for a in batch])
+
 Why one loop: the machine is pure, so all the shell does is move messages and time. A single
 task with one deadline heap (lazy deletion: an entry is live only while its sequence number is
 the warning's current one) and batched draining of the inboxes costs a few microseconds per
 event, where a task per warning would cost a task, a cancel scope and a timer each.
-Time comes only from trio, so the same code runs under ``MockClock`` in tests and the simulator.
+Time comes only from trio, so the same code runs under ``MockClock`` in tests and the simulator;
+the engine adds a fixed offset taken from ``wall_clock`` at open, so every deadline and timeline
+time is epoch seconds and stays valid across a restart (see :meth:`Engine.now`).
+
+With a journal, every input the loop applies is written (once per loop turn, before the turn's
+actions go out) with the ``now`` it used; :mod:`engine.durability` replays them at open.
 """
 
 from __future__ import annotations
@@ -29,8 +41,11 @@ from typing import Generic, Literal, TypeVar
 import msgspec
 import trio
 
+from engine import durability
 from engine.directory import Directory, Responders
-from engine.machine import TICK, Event, Intake, WarningState, step, validate_warning
+from engine.durability import Accepted, EngineSnapshot, Fed, Sent, Ticked
+from engine.journal import Journal
+from engine.machine import TICK, Event, WarningState, step, validate_warning
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -47,6 +62,10 @@ from engine.rules.escalation import EscalationRules, load_escalation
 log = logging.getLogger("engine.scheduler")
 
 T = TypeVar("T")
+
+TIME_QUANTUM = 2.0**-20
+"""The clock offset is a multiple of this (about 1 µs), so ``deadline - offset`` is exact for
+epoch-sized deadlines and a wake-up at that trio time always finds the deadline due."""
 
 BATCH = 512
 """Events handled per inbox per loop turn before yielding: big enough to amortise the trio
@@ -71,6 +90,8 @@ class EngineStats(msgspec.Struct):
 
     intake: int = 0
     feedback: int = 0
+    replayed: int = 0
+    snapshots: int = 0
     ticks: int = 0
     actions: int = 0
     dead_letters: int = 0
@@ -96,6 +117,7 @@ class _Mailbox(Generic[T]):
         if len(self.queue) >= self.capacity:
             raise trio.WouldBlock
         self.queue.append(item)
+        self._engine._submitted += 1
         self._engine._wake()
 
     async def put(self, item: T) -> None:
@@ -103,6 +125,7 @@ class _Mailbox(Generic[T]):
         while len(self.queue) >= self.capacity:
             await self.space.park()
         self.queue.append(item)
+        self._engine._submitted += 1
         self._engine._wake()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -170,6 +193,8 @@ class Engine:
         retain_ended_s: float = 86400.0,
         county_centre: str = "county_centre",
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        journal: Journal | None = None,
+        snapshot_every: int = 50_000,
     ) -> None:
         self.directory = directory
         self.rules = rules
@@ -185,6 +210,20 @@ class Engine:
                 return wall0 + timedelta(seconds=trio.current_time() - t0)
 
         self.wall_clock = wall_clock
+        offset = wall_clock().timestamp() - trio.current_time()
+        self._offset = round(offset / TIME_QUANTUM) * TIME_QUANTUM
+        self._last_now = -math.inf
+        self._journal = journal
+        self._snapshot_every = max(1, snapshot_every)
+        self._since_snapshot = 0
+        self._snapshot_wanted = trio.Event()
+        self._records: list[bytes] = []
+        # Actions produced but not yet marked sent; only tracked with a journal (replay re-sends).
+        self._unsent: dict[str, Action] | None = {} if journal is not None else None
+        self._submitted = 0  # items put into the inboxes
+        self._applied = 0  # items the loop has taken out and applied (and journaled)
+        self._progress = trio.Event()
+        self._closing = False
         self._states: dict[str, WarningState] = {}
         self._live: dict[str, int] = {}  # warning id -> seq of its live heap entry
         self._heap: list[tuple[float, int, str]] = []
@@ -212,8 +251,12 @@ class Engine:
         """Run an engine for the duration of the ``async with``; default rules are the shipped
         ``rules/escalation.toml``. Options are those of :class:`Engine`."""
         engine = cls(directory, rules if rules is not None else load_escalation(), **options)  # type: ignore[arg-type]
+        if engine._journal is not None:
+            engine._restore(engine._journal)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(engine._run)
+            if engine._journal is not None:
+                nursery.start_soon(engine._snapshotter)
             try:
                 yield engine
             finally:
@@ -277,6 +320,64 @@ class Engine:
         """The warning's current state with its timeline; None if unknown (or long ended)."""
         return self._states.get(warning_id)
 
+    def now(self) -> float:
+        """The engine's time: epoch seconds (trio's clock plus the offset taken at open)."""
+        return trio.current_time() + self._offset
+
+    async def durable(self) -> None:
+        """Return once everything submitted (warnings and feedback) before this call has been
+        applied by the loop and, with a journal, is durable under its fsync policy.
+
+        Acknowledge a transport's messages only after this: then a crash cannot lose them.
+        """
+        target = self._submitted
+        while self._applied < target:
+            await self._progress.wait()
+        journal = self._journal
+        if journal is not None and journal.policy.mode != "none":
+            await journal.sync()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def mark_sent(self, keys: Iterable[str]) -> None:
+        """The outbox has handed these actions over: a restart will not send them again.
+
+        Written to the journal without waiting (a lost ``Sent`` only causes a repeat with the
+        same key). Without a journal this does nothing.
+        """
+        unsent = self._unsent
+        if unsent is None or self._journal is None:
+            return
+        done = tuple(k for k in keys if unsent.pop(k, None) is not None)
+        if done:
+            self._journal.write_nowait((durability.encode(Sent(done)),))
+            self._count_records(1)
+
+    @property
+    def unsent(self) -> int:
+        """Actions produced and not yet marked sent (0 without a journal)."""
+        return len(self._unsent) if self._unsent is not None else 0
+
+    def close(self) -> None:
+        """Stop after the inboxes are drained: the outbox then ends (``EndOfChannel``).
+
+        For a clean shutdown: stop the intake first, ``await durable()``, then ``close()``,
+        let the outbox reader finish, then ``await snapshot()``.
+        """
+        self._closing = True
+        self._wake()
+
+    async def snapshot(self) -> None:
+        """Write a snapshot of every state and unsent action, compacting the journal."""
+        journal = self._journal
+        if journal is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._since_snapshot = 0
+        payload = self._encode_snapshot()
+        await journal.snapshot(payload)  # no await between encoding and this call
+        self.stats.snapshots += 1
+
     @property
     def pending(self) -> int:
         """Warnings that are still active (not closed, cancelled or expired)."""
@@ -317,7 +418,7 @@ class Engine:
     ) -> None:
         self.stats.dead_letters += 1
         log.warning("dead letter (%s, warning %s): %s", source, wid, reason)
-        self._on_dead_letter(DeadLetter(trio.current_time(), source, reason, wid, message))
+        self._on_dead_letter(DeadLetter(self.now(), source, reason, wid, message))
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -341,24 +442,40 @@ class Engine:
                 unresolved=f"directory error ({type(exc).__name__})",
             )
 
-    def _apply(self, wid: str, event: Event, now: float, *, popped: bool = False) -> None:
+    def _apply(self, wid: str, event: Event, now: float, *, popped: bool = False) -> bool:
         """Step one warning and (re)schedule it. ``popped``: its heap entry was just consumed,
-        so it must be pushed again even if the deadline did not change."""
+        so it must be pushed again even if the deadline did not change. False: nothing
+        changed (unknown warning, machine error), so there is nothing to journal."""
         old = self._states.get(wid)
         try:
             new, actions, deadline = step(old, event, now, self.rules)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
-            return
+            return False
         if new is None:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
-            return
+            return False
         self._states[wid] = new
         self._active += (new.status == "active") - (old is not None and old.status == "active")
         if actions:
             self._pending.extend(actions)
             self.stats.actions += len(actions)
+            if self._unsent is not None:
+                for a in actions:
+                    self._unsent[a.key] = a
+        self._schedule(wid, old, deadline, now, popped=popped)
+        return True
+
+    def _schedule(
+        self,
+        wid: str,
+        old: WarningState | None,
+        deadline: float | None,
+        now: float,
+        *,
+        popped: bool,
+    ) -> None:
         if popped or old is None or deadline != old.next_deadline:
             if deadline is None:  # ended: keep for status() and dedup, then forget
                 deadline = now + self.retain_ended_s
@@ -373,19 +490,109 @@ class Engine:
         self.stats.intake += 1
         old = self._states.get(warning.id)
         responders = old.responders if old is not None else self._resolve(warning)
-        expires_at = now + (warning.expires - self.wall_clock()).total_seconds()
-        self._apply(warning.id, Intake(warning, responders, expires_at), now)
+        event = durability.intake_event(warning, responders)
+        if self._apply(warning.id, event, now) and self._journal is not None:
+            self._records.append(durability.encode(Accepted(now, warning, responders)))
 
     def _on_due(self, seq: int, wid: str, now: float) -> None:
         if self._live.get(wid) != seq:
             return  # superseded: lazy deletion
         state = self._states[wid]
+        journal = self._journal is not None
         if state.status != "active":  # retention ran out
             del self._states[wid], self._live[wid]
             self.stats.evicted += 1
+            if journal:
+                self._records.append(durability.encode(Ticked(now, wid)))
             return
         self.stats.ticks += 1
-        self._apply(wid, TICK, now, popped=True)
+        if self._apply(wid, TICK, now, popped=True) and journal:
+            self._records.append(durability.encode(Ticked(now, wid)))
+
+    def _on_feedback(self, ev: FeedbackEvent, now: float) -> None:
+        self.stats.feedback += 1
+        if self._apply(ev.warning_id, ev, now) and self._journal is not None:
+            self._records.append(durability.encode(Fed(now, ev)))
+
+    def _clock(self) -> float:
+        """``now`` for one loop turn: never backwards, and a deadline whose trio wake-up time
+        has come counts as due even if float rounding put ``now`` a hair before it."""
+        t = trio.current_time()
+        now = t + self._offset
+        heap = self._heap
+        if heap and heap[0][0] > now and heap[0][0] - self._offset <= t:
+            now = heap[0][0]
+        now = max(now, self._last_now)
+        self._last_now = now
+        return now
+
+    def _count_records(self, n: int) -> None:
+        self._since_snapshot += n
+        if self._since_snapshot >= self._snapshot_every and not self._snapshot_wanted.is_set():
+            self._snapshot_wanted.set()
+
+    def _end_turn(self, applied: int) -> None:
+        """Journal this turn's inputs (one write, before its actions go out), wake durable()."""
+        if self._records:
+            records, self._records = self._records, []
+            assert self._journal is not None
+            self._journal.write_nowait(records)
+            self._count_records(len(records))
+        if applied:
+            self._applied += applied
+            progress, self._progress = self._progress, trio.Event()
+            progress.set()
+
+    # --- durability ------------------------------------------------------------------------
+
+    def _restore(self, journal: Journal) -> None:
+        """Rebuild states, deadlines and the unsent actions from the journal (before the loop
+        starts). Overdue deadlines are simply at the top of the heap: they fire at once."""
+        rebuilt = durability.rebuild(journal.snapshot_payload, journal.replay(), self.rules)
+        self._states = rebuilt.states
+        self._unsent = rebuilt.unsent
+        self.stats.replayed = rebuilt.records
+        self._since_snapshot = rebuilt.records
+        self._last_now = rebuilt.last_at
+        for wid, state in self._states.items():
+            deadline = state.next_deadline
+            if deadline is None:
+                deadline = durability.ended_at(state) + self.retain_ended_s
+            else:
+                self._active += 1
+            if deadline == math.inf:
+                continue
+            self._seq += 1
+            self._live[wid] = self._seq
+            self._heap.append((deadline, self._seq, wid))
+        heapq.heapify(self._heap)
+        # Re-send what was produced but never confirmed sent (same keys: adapters dedupe).
+        self._pending.extend(self._unsent.values())
+        if rebuilt.records or journal.snapshot_payload is not None:
+            log.info(
+                "restored %d warnings (%d active, %d actions to re-send) from %d records",
+                len(self._states),
+                self._active,
+                len(self._unsent),
+                rebuilt.records,
+            )
+
+    def _encode_snapshot(self) -> bytes:
+        snap = EngineSnapshot(
+            version=durability.SNAPSHOT_VERSION,
+            taken_at=self.now(),
+            states=list(self._states.values()),
+            unsent=list(self._unsent.values()) if self._unsent is not None else [],
+        )
+        return durability.encode(snap)
+
+    async def _snapshotter(self) -> None:
+        """Snapshot every ``snapshot_every`` records, off the loop (the loop keeps writing to
+        the new segment while the snapshot is fsync'ed and installed)."""
+        while True:
+            await self._snapshot_wanted.wait()
+            self._snapshot_wanted = trio.Event()
+            await self.snapshot()
 
     async def _flush(self) -> None:
         batch = tuple(self._pending)
@@ -402,22 +609,25 @@ class Engine:
         intake, feedback, heap = self._intake, self._feedback, self._heap
         try:
             while True:
-                now = trio.current_time()
+                now = self._clock()
                 busy = False
+                applied = 0
                 if intake.queue:
                     busy = True
                     q = intake.queue
-                    for _ in range(min(len(q), BATCH)):
+                    k = min(len(q), BATCH)
+                    for _ in range(k):
                         self._on_intake(q.popleft(), now)
+                    applied += k
                     if intake.space:
                         intake.space.unpark_all()
                 if feedback.queue:
                     busy = True
                     q2 = feedback.queue
-                    for _ in range(min(len(q2), BATCH)):
-                        ev = q2.popleft()
-                        self.stats.feedback += 1
-                        self._apply(ev.warning_id, ev, now)
+                    k = min(len(q2), BATCH)
+                    for _ in range(k):
+                        self._on_feedback(q2.popleft(), now)
+                    applied += k
                     if feedback.space:
                         feedback.space.unpark_all()
                 n = 0
@@ -426,6 +636,7 @@ class Engine:
                     self._on_due(seq, wid, now)
                     n += 1
                 busy = busy or n > 0
+                self._end_turn(applied)
                 if self._pending:
                     await self._flush()
                 if busy:
@@ -433,7 +644,9 @@ class Engine:
                     continue
                 if intake.queue or feedback.queue:
                     continue
-                with trio.move_on_at(heap[0][0] if heap else math.inf):
+                if self._closing:
+                    return
+                with trio.move_on_at(heap[0][0] - self._offset if heap else math.inf):
                     await self._idle.park()
         finally:
             self._out_send.close()

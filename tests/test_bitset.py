@@ -41,7 +41,7 @@ def test_from_ids_and_add_many_match_single_adds(first: list[int], second: list[
 def test_discard_many_matches_single_discards(first: list[int], drop: list[int]) -> None:
     s = ChunkedBitset.from_ids(np.array(first, dtype=np.int64), CHUNK_WORDS, N_CHUNKS)
     layout = s.layout
-    s.discard_many(np.array(drop + [10**9], dtype=np.int64))  # far ids are ignored
+    s.discard_many(np.array([*drop, 10**9], dtype=np.int64))  # far ids are ignored
     assert s.ids().tolist() == sorted(set(first) - set(drop))
     assert s.layout == layout  # compiled programs over this set stay valid
 

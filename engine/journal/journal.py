@@ -233,6 +233,14 @@ class Journal:
             return
         await self._await_durable(group)
 
+    def write_nowait(self, payloads: Iterable[Payload]) -> None:
+        """Write records to the OS now, without waiting for durability (no checkpoint).
+
+        For a single writer that must record inputs in the order it applies them, inside one
+        synchronous step; :meth:`sync` later makes them durable with group commit.
+        """
+        self._write(payloads)
+
     def _check_usable(self) -> None:
         if self._closed:
             raise JournalError("journal is closed")

@@ -1,0 +1,175 @@
+"""What the engine writes to its journal, and how a restart rebuilds the engine from it.
+
+The engine loop is the only writer. Every input it applies is recorded with the exact ``now``
+it used (epoch seconds), so replaying the records in order through the pure
+:func:`engine.machine.step` rebuilds every state exactly, timeline included:
+
+- :class:`Accepted` — an alert, update or cancel, with the responders resolved at that moment
+  (replay must not depend on later registry changes);
+- :class:`Fed` — a feedback event;
+- :class:`Ticked` — a deadline fired (or, for an ended warning, its retention ran out);
+- :class:`Sent` — the outbox handed these actions over; actions produced by replayed steps and
+  not covered by a ``Sent`` are sent again after a restart, with the same keys.
+
+A snapshot (:class:`EngineSnapshot`) holds every state and the unsent actions, and covers every
+record written before it, so start-up reads only what came after the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from engine.directory import Responders
+from engine.machine import TICK, Event, Intake, WarningState, step
+from engine.model import Action, FeedbackEvent, WarningInstruction
+from engine.rules.escalation import EscalationRules
+
+log = logging.getLogger("engine.durability")
+
+SNAPSHOT_VERSION = 1
+
+
+class Accepted(msgspec.Struct, frozen=True, gc=False, tag="a", array_like=True):
+    """A warning instruction the engine applied at ``at``, with whom it resolved to."""
+
+    at: float
+    warning: WarningInstruction
+    responders: Responders
+
+
+class Fed(msgspec.Struct, frozen=True, gc=False, tag="f", array_like=True):
+    """A feedback event the engine applied at ``at``."""
+
+    at: float
+    event: FeedbackEvent
+
+
+class Ticked(msgspec.Struct, frozen=True, gc=False, tag="t", array_like=True):
+    """A deadline of ``warning_id`` fired at ``at`` (an ended warning is forgotten instead)."""
+
+    at: float
+    warning_id: str
+
+
+class Sent(msgspec.Struct, frozen=True, gc=False, tag="s", array_like=True):
+    """The outbox handed these actions over (written without waiting for durability)."""
+
+    keys: tuple[str, ...]
+
+
+Record = Accepted | Fed | Ticked | Sent
+
+
+class EngineSnapshot(msgspec.Struct, kw_only=True):
+    """Every state and every action not yet handed to the outbox, at ``taken_at``."""
+
+    version: int
+    taken_at: float
+    states: list[WarningState]
+    unsent: list[Action]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(Record)
+_snapshot_decoder = msgspec.msgpack.Decoder(EngineSnapshot)
+
+
+class JournalFormatError(ValueError):
+    """A journal record or snapshot this version cannot read (another format, or not ours)."""
+
+
+def encode(record: Record | EngineSnapshot) -> bytes:
+    """msgpack bytes for a record or a snapshot."""
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes) -> Record:
+    """The inverse of :func:`encode` for records; :class:`JournalFormatError` if unreadable."""
+    try:
+        return _record_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise JournalFormatError(f"unreadable journal record: {exc}") from exc
+
+
+def decode_snapshot(data: bytes) -> EngineSnapshot:
+    """The inverse of :func:`encode` for snapshots; :class:`JournalFormatError` if unreadable."""
+    try:
+        snap = _snapshot_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise JournalFormatError(f"unreadable engine snapshot: {exc}") from exc
+    if snap.version != SNAPSHOT_VERSION:
+        raise JournalFormatError(f"engine snapshot version {snap.version} is not supported")
+    return snap
+
+
+def intake_event(warning: WarningInstruction, responders: Responders) -> Intake:
+    """The machine's intake event; expiry is the warning's own wall-clock time."""
+    return Intake(warning, responders, warning.expires.timestamp())
+
+
+@dataclass
+class Rebuilt:
+    """The engine's durable state after replay: states and actions still to send."""
+
+    states: dict[str, WarningState] = field(default_factory=dict)
+    unsent: dict[str, Action] = field(default_factory=dict)
+    records: int = 0
+    failed_steps: int = 0
+    last_at: float = 0.0
+
+
+def rebuild(
+    snapshot_payload: bytes | None, records: Iterable[bytes], rules: EscalationRules
+) -> Rebuilt:
+    """Apply the snapshot, then each record in order, exactly as the live loop did."""
+    out = Rebuilt()
+    if snapshot_payload is not None:
+        snap = decode_snapshot(snapshot_payload)
+        out.states = {s.warning.id: s for s in snap.states}
+        out.unsent = {a.key: a for a in snap.unsent}
+        out.last_at = snap.taken_at
+    states, unsent = out.states, out.unsent
+    for raw in records:
+        rec = decode_record(raw)
+        out.records += 1
+        event: Event
+        if isinstance(rec, Sent):
+            for key in rec.keys:
+                unsent.pop(key, None)
+            continue
+        if isinstance(rec, Ticked):
+            wid = rec.warning_id
+            old = states.get(wid)
+            if old is None:
+                continue
+            if old.status != "active":  # retention ran out: the live loop forgot it here
+                del states[wid]
+                continue
+            event = TICK
+        elif isinstance(rec, Accepted):
+            wid = rec.warning.id
+            event = intake_event(rec.warning, rec.responders)
+        else:
+            wid = rec.event.warning_id
+            event = rec.event
+        out.last_at = max(out.last_at, rec.at)
+        try:
+            new, actions, _ = step(states.get(wid), event, rec.at, rules)
+        except Exception:  # the live loop dead-lettered this too
+            out.failed_steps += 1
+            continue
+        if new is None:
+            continue
+        states[wid] = new
+        for a in actions:
+            unsent[a.key] = a
+    return out
+
+
+def ended_at(state: WarningState) -> float:
+    """When an ended warning ended: its last timeline line is the end (or its only line)."""
+    return state.timeline[-1].at if state.timeline else state.expires_at

@@ -1,0 +1,240 @@
+"""Bad input on every transport, through the real intake path (decode, validate, submit,
+durable, ack): the engine keeps running, every bad message is dead-lettered with a reason and
+its raw bytes, and the good messages around it are processed and acknowledged. Plus the clean
+shutdown of :func:`engine.service.serve` (drain, outbox flushed, snapshot)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from engine import durability
+from engine.journal import FsyncPolicy, Journal
+from engine.journal.reader import read_journal
+from engine.model import Action
+from engine.scheduler import Engine
+from engine.service import ServiceStats, run_feedback, run_intake, serve
+from engine.testing import RedisServer
+from engine.transport import (
+    Delivery,
+    JsonLinesDeadLetters,
+    JsonLinesIntake,
+    StreamNames,
+    open_memory_intake,
+    open_memory_outbox,
+    open_redis_transport,
+)
+from engine.transport.redis_streams import SourceOptions
+from tests.test_durability import DIRECTORY, RULES
+from tests.transport_support import garbage, is_garbage, warning_json
+
+# A mix of garbage and valid warnings (ids unique per list).
+MIX = st.lists(st.one_of(garbage.map(lambda b: (False, b)), st.just((True, b""))), max_size=25)
+
+
+def materialise(mix: list[tuple[bool, bytes]]) -> tuple[list[bytes], set[str], int]:
+    raws, good = [], set()
+    for i, (ok, raw) in enumerate(mix):
+        if ok:
+            raws.append(warning_json(i % 50))
+            good.add(f"w-{i % 50}")
+        else:
+            raws.append(raw)
+    bad = sum(1 for ok, raw in mix if not ok)
+    assume(all(is_garbage(r) for ok, r in mix if not ok))
+    return raws, good, bad
+
+
+FEEDBACK_GARBAGE = st.one_of(
+    garbage,
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["ack", "call", "rocket", 3]),
+            "warning_id": st.integers() | st.just("") | st.just("w-1"),
+            "result": st.text(max_size=5) | st.none(),
+        }
+    ).map(lambda d: json.dumps(d).encode()),
+)
+
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@SETTINGS
+@given(mix=MIX, fb_garbage=st.lists(FEEDBACK_GARBAGE, max_size=5))
+async def test_memory_transport_garbage(mix: list[tuple[bool, bytes]], fb_garbage: list[bytes]):
+    raws, good, bad = materialise(mix)
+    send, intake = open_memory_intake()
+    fsend, fintake = open_memory_intake(name="fb")
+    stats = ServiceStats()
+    async with Engine.open(DIRECTORY, RULES) as engine:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_intake, engine, intake, stats)
+            nursery.start_soon(run_feedback, engine, fintake, stats)
+            for raw in raws:
+                await send.send(raw)
+            await send.aclose()
+            for raw in fb_garbage:
+                await fsend.send(raw)
+            await fsend.send(b'{"type": "ack", "warning_id": "w-1", "officer": "p"}')
+            await fsend.aclose()
+        assert len(intake.dead_letters) == bad
+        assert all(d.reason and d.source == "memory" for d in intake.dead_letters)
+        assert [d.raw for d in intake.dead_letters] == [r for ok, r in mix if not ok]
+        assert intake.unacked == {} and fintake.unacked == {}
+        assert {wid for wid in good if engine.status(wid) is not None} == good
+        assert len(fintake.dead_letters) == len(fb_garbage)
+        # the engine is still running: a new warning is taken
+        await engine.submit(warning_json(99))
+        await engine.durable()
+        assert engine.status("w-99") is not None
+
+
+@SETTINGS
+@given(mix=MIX)
+async def test_json_lines_garbage(tmp_path_factory: pytest.TempPathFactory, mix):
+    raws, good, bad = materialise(mix)
+    folder = tmp_path_factory.mktemp("jl")
+    src, dead_path = folder / "in.jsonl", folder / "dead.jsonl"
+    src.write_bytes(b"".join(r + b"\n" for r in raws))
+    dead = JsonLinesDeadLetters(dead_path)
+    stats = ServiceStats()
+    async with Engine.open(DIRECTORY, RULES) as engine:
+        intake = await JsonLinesIntake.open(src, dead_letters=dead)
+        await run_intake(engine, intake, stats)  # returns at end of file
+        await intake.aclose()
+        await dead.aclose()
+        assert {wid for wid in good if engine.status(wid) is not None} == good
+        assert intake.unacked == set()
+    lines = [json.loads(x) for x in dead_path.read_bytes().splitlines()] if bad else []
+    assert len(lines) == bad == stats.dead_letters
+    line_numbers = [str(i + 1) for i, (ok, _) in enumerate(mix) if not ok]
+    assert [x["source_id"] for x in lines] == line_numbers
+    assert all(x["reason"] and ("raw" in x or "raw_b64" in x) for x in lines)
+
+
+_ns = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.mark.redis
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(mix=MIX)
+async def test_redis_streams_garbage(server: RedisServer, mix):
+    raws, good, bad = materialise(mix)
+    p = f"svc{next(_ns)}"
+    names = StreamNames(intake=f"{p}:in", feedback=f"{p}:fb", outbox=f"{p}:out", dead=f"{p}:dead")
+    r = server.client()
+    for raw in raws:
+        r.xadd(names.intake, {"raw": raw})
+    stats = ServiceStats()
+    opts = SourceOptions(consumer="c1", block_s=0.2)
+    async with (
+        Engine.open(DIRECTORY, RULES) as engine,
+        open_redis_transport(server.host, server.port, names=names, options=opts) as t,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(run_intake, engine, t.intake, stats)
+        with trio.fail_after(10):
+            while stats.warnings + stats.dead_letters < len(raws):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert {wid for wid in good if engine.status(wid) is not None} == good
+    dead = r.xrange(names.dead)
+    assert len(dead) == bad
+    assert [f[b"raw"] for _, f in dead] == [raw for ok, raw in mix if not ok]
+    assert all(f[b"reason"] for _, f in dead)
+    assert int(r.xpending(names.intake, "wd-engine")["pending"]) == 0
+
+
+async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_path: Path):
+    send, intake = open_memory_intake()
+    sink, out = open_memory_outbox(capacity=10_000)
+    stop = trio.Event()
+    sent: list[Action] = []
+    async with (
+        Journal.open(tmp_path / "j", fsync=FsyncPolicy.interval(2)) as journal,
+        Engine.open(DIRECTORY, RULES, journal=journal) as engine,
+        trio.open_nursery() as nursery,
+    ):
+        stats = await nursery.start(
+            lambda task_status: serve(
+                engine, intake, sink, stop=stop, handle_signals=False, task_status=task_status
+            )
+        )
+        for i in range(40):
+            await send.send(warning_json(i))
+        with trio.fail_after(5):
+            while stats.warnings < 40:
+                await trio.sleep(0.005)
+        stop.set()
+    while True:
+        try:
+            sent.extend(out.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    assert stats.warnings == 40 and stats.sent == len(sent) == 80
+    assert intake.unacked == {}
+    image = read_journal(tmp_path / "j")
+    assert image.snapshot_payload is not None and image.records == []
+
+
+async def test_intake_is_acked_only_once_the_journal_holds_it(tmp_path: Path):
+    """At every ack, the acked warnings are already in the journal files on disk."""
+    send, inner = open_memory_intake(batch_size=7)
+    folder = tmp_path / "j"
+    checked: list[str] = []
+
+    class Checking:
+        name = "checking"
+
+        async def receive_batch(self) -> list[Delivery]:
+            self.last = await inner.receive_batch()
+            return self.last
+
+        async def ack(self, ids: Sequence[str]) -> None:
+            image = read_journal(folder)
+            journaled = {
+                rec.warning.id
+                for rec in map(durability.decode_record, image.records)
+                if isinstance(rec, durability.Accepted)
+            }
+            wanted = {json.loads(d.raw)["id"] for d in self.last if d.id in ids}
+            assert wanted <= journaled, wanted - journaled
+            checked.extend(wanted)
+            await inner.ack(ids)
+
+        async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+            await inner.dead_letter(delivery, reason)
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    async with (
+        Journal.open(folder, fsync=FsyncPolicy.always()) as journal,
+        Engine.open(DIRECTORY, RULES, journal=journal) as engine,
+    ):
+        for i in range(30):
+            await send.send(warning_json(i))
+        await send.aclose()
+        await run_intake(engine, Checking(), ServiceStats())
+    assert len(checked) == 30
