@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
 from engine.machine import validate_warning
-from engine.model import FeedbackEvent, InvalidMessage, WarningInstruction
+from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
 from engine.scheduler import Engine
@@ -109,7 +109,13 @@ async def run_feedback(engine: Engine, source: IntakeSource, stats: ServiceStats
     await _pump(engine, source, decode, engine.feedback_many, stats, "feedback")  # type: ignore[arg-type]
 
 
-async def run_outbox(engine: Engine, sink: OutboxSink, stats: ServiceStats) -> None:
+Observer = Callable[[tuple[Action, ...], float], object]
+"""Told of every batch of actions once sent, with the engine's time (statistics, window tags)."""
+
+
+async def run_outbox(
+    engine: Engine, sink: OutboxSink, stats: ServiceStats, observers: Sequence[Observer] = ()
+) -> None:
     """Every action to ``sink`` (at-least-once), until the engine closes its outbox."""
     stream = engine.actions()
     while True:
@@ -135,6 +141,8 @@ async def run_outbox(engine: Engine, sink: OutboxSink, stats: ServiceStats) -> N
                 delay = min(delay * 2, RETRY_MAX_S)
         stats.sent += len(batch)
         engine.mark_sent([a.key for a in batch])
+        for observe in observers:
+            observe(batch, engine.now())
 
 
 async def serve(
@@ -145,6 +153,7 @@ async def serve(
     feedback: IntakeSource | None = None,
     stop: trio.Event | None = None,
     handle_signals: bool = True,
+    observers: Sequence[Observer] = (),
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
     """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly: stop taking
@@ -161,7 +170,7 @@ async def serve(
 
         async def outbox_task() -> None:
             try:
-                await run_outbox(engine, outbox, stats)
+                await run_outbox(engine, outbox, stats, observers)
             finally:
                 sender.set()
 

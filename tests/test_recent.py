@@ -82,3 +82,33 @@ def test_bulk_marks_are_cheap_and_reversible() -> None:
     assert recent.expire(7 * DAY) == 1999
     assert reg.ids("broadcast_7d").tolist() == [0]
     assert recent.expire(13 * DAY) == 1 and reg.count("broadcast_7d") == 0
+
+
+def test_actions_of_a_warning_mark_the_resident_once_reached() -> None:
+    from engine.model import Action
+
+    tax = Taxonomy.from_keys(
+        ("warned_7d", "fraud_alert_24h"), dynamic=("warned_7d", "fraud_alert_24h")
+    )
+    reg = make_registry(taxonomy=tax)
+    a = reg.add_resident("A", name="甲", phone="1", address="x", grid="01-11")
+    b = reg.add_resident("B", name="乙", phone="2", address="y", grid="01-11")
+    recent = RecentTags(reg)
+
+    def act(action: str, to: str, kind: str = "fraud", step: int = 0) -> Action:
+        return Action(key="k", warning_id="w", action=action, to=to, kind=kind, level=1, step=step)
+
+    recent.observe_actions(
+        [
+            act("notify_officer", "P01"),
+            act("call", f"resident:{a}"),
+            act("chat", f"resident:{b}", kind="road_hazard", step=1),  # not a first contact
+            act("visit", f"resident:{b}"),  # a neighbour asked to go is not the one warned
+        ],
+        1_000.0,
+    )
+    assert reg.ids("warned_7d").tolist() == [a]
+    assert reg.ids("fraud_alert_24h").tolist() == [a]
+    recent.observe_actions([], 1_000.0 + DAY + 1)  # an hour later at least: expiry runs
+    assert reg.ids("fraud_alert_24h").tolist() == []
+    assert reg.ids("warned_7d").tolist() == [a]

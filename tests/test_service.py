@@ -171,6 +171,11 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
     sink, out = open_memory_outbox(capacity=10_000)
     stop = trio.Event()
     sent: list[Action] = []
+    observed: list[tuple[Action, float]] = []
+
+    def observe(batch: tuple[Action, ...], now: float) -> None:
+        observed.extend((a, now) for a in batch)
+
     async with (
         Journal.open(tmp_path / "j", fsync=FsyncPolicy.interval(2)) as journal,
         Engine.open(DIRECTORY, RULES, journal=journal) as engine,
@@ -178,7 +183,13 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
     ):
         stats = await nursery.start(
             lambda task_status: serve(
-                engine, intake, sink, stop=stop, handle_signals=False, task_status=task_status
+                engine,
+                intake,
+                sink,
+                stop=stop,
+                handle_signals=False,
+                observers=[observe],
+                task_status=task_status,
             )
         )
         for i in range(40):
@@ -193,6 +204,8 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
         except (trio.WouldBlock, trio.EndOfChannel):
             break
     assert stats.warnings == 40 and stats.sent == len(sent) == 80
+    assert [a for a, _ in observed] == sent  # observers see exactly what was sent, in order
+    assert all(now > 1e9 for _, now in observed)  # with the engine's (epoch) time
     assert intake.unacked == {}
     image = read_journal(tmp_path / "j")
     assert image.snapshot_payload is not None and image.records == []

@@ -16,18 +16,21 @@ Dynamic tags whose meaning is not a plain window (``antifraud_msg_none_90d`` is 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Iterable
 
 import numpy as np
 
+from engine.model import Action
 from engine.registry.registry import Registry
 
 _WINDOW = re.compile(r"^(?P<event>[a-z][a-z0-9_]*?)_(?P<n>\d+)(?P<unit>h|d)$")
 _UNIT_S = {"h": 3600.0, "d": 86400.0}
 #: Dynamic tags whose event part says they are not "happened within N" windows.
 _NOT_A_WINDOW = re.compile(r"(_none|^warn_frequent)")
+EXPIRE_EVERY_S = 3600.0
 
 
 class _Window:
@@ -49,6 +52,7 @@ class RecentTags:
         self.events: dict[str, list[_Window]] = {}
         self.unmaintained: list[str] = []
         self._last: dict[str, np.ndarray] = {}  # event -> last mark time per resident (0: never)
+        self._expired_at = -math.inf
         taxonomy = registry.taxonomy
         for key in getattr(taxonomy, "dynamic_keys", ()):
             m = _WINDOW.match(key)
@@ -87,11 +91,32 @@ class RecentTags:
             reg.sets["tag"][w.tag].add_many(ids)
             w.batches.append((now, ids))
 
+    def observe_actions(self, actions: Iterable[Action], now: float) -> None:
+        """Mark residents a warning reached: its first call or chat to them marks ``warned``
+        (and ``fraud_alert`` for fraud). Expires stale tags at most once an hour of engine time,
+        so tags are never more than an hour (or one quiet spell of the outbox) late."""
+        warned: list[int] = []
+        fraud: list[int] = []
+        for a in actions:
+            first_contact = a.action in ("call", "chat") and a.step == 0 and a.attempt == 1
+            if first_contact and a.to.startswith("resident:"):
+                rid = int(a.to.removeprefix("resident:"))
+                warned.append(rid)
+                if a.kind == "fraud":
+                    fraud.append(rid)
+        if warned:
+            self.mark("warned", warned, now)
+        if fraud:
+            self.mark("fraud_alert", fraud, now)
+        if now - self._expired_at >= EXPIRE_EVERY_S:
+            self.expire(now)
+
     def expire(self, now: float) -> int:
         """Clear every window tag whose last mark is older than its window; returns bits cleared.
 
         Call it periodically (e.g. hourly of engine time); tags are then at most that late.
         """
+        self._expired_at = now
         cleared = 0
         for event, windows in self.events.items():
             last = self._last.get(event)
