@@ -321,8 +321,11 @@ class Engine:
         return self._states.get(warning_id)
 
     def now(self) -> float:
-        """The engine's time: epoch seconds (trio's clock plus the offset taken at open)."""
-        return trio.current_time() + self._offset
+        """The engine's time: epoch seconds (trio's clock plus the offset taken at open).
+
+        Always a plain float: a numpy float deadline would otherwise leak into trio's clock
+        under MockClock and from there into journal records msgpack cannot encode."""
+        return float(trio.current_time()) + self._offset
 
     async def durable(self) -> None:
         """Return once everything submitted (warnings and feedback) before this call has been
@@ -517,7 +520,7 @@ class Engine:
     def _clock(self) -> float:
         """``now`` for one loop turn: never backwards, and a deadline whose trio wake-up time
         has come counts as due even if float rounding put ``now`` a hair before it."""
-        t = trio.current_time()
+        t = float(trio.current_time())
         now = t + self._offset
         heap = self._heap
         if heap and heap[0][0] > now and heap[0][0] - self._offset <= t:

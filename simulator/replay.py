@@ -36,6 +36,7 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.registry.directory import RegistryDirectory
+from engine.registry.recent import RecentTags
 from engine.registry.registry import Registry
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.scheduler import Engine
@@ -87,6 +88,7 @@ class _Replay:
         self.journal_dir = journal_dir
         self.on_finish = on_finish
         self.reg = registry
+        self.recent = RecentTags(registry)  # warned_7d, broadcast_7d ... as the engine keeps them
         self.spec = spec
         self.traffic = traffic
         self.rules = rules
@@ -144,6 +146,7 @@ class _Replay:
             now = trio.current_time()
             self.events += len(batch)
             self.stats.observe_actions(batch, now)
+            self.recent.observe_actions(batch, now)  # any one monotonic clock will do
             self.actors.on_actions(batch, now - self.t0)
             if self.journal_dir is not None:  # delivered: a restart must not send them again
                 engine.mark_sent([a.key for a in batch])
@@ -170,6 +173,7 @@ class _Replay:
             now = trio.current_time()
             self.events += len(batch)
             self.stats.observe_campaign_many(batch, now)
+            self.recent.observe_campaign(batch, now)
             self.actors.on_campaign(batch, now - self.t0)
             self._poke()
 

@@ -166,6 +166,9 @@ def test_small_county_replays_end_to_end(county: Registry) -> None:
     assert s.county.time_to_ack.n > 0 and s.county.time_to_ack.p50 is not None
     assert result.events > s.county.messages_sent
     assert s.hours == 48 == len(s.messages_per_hour) == len(s.warnings_per_hour["fraud"])
+    # The engine kept its window tags while replaying: residents reached are now tagged.
+    assert 0 < county.count("warned_7d") <= result.warnings_submitted
+    assert county.count("broadcast_7d") > 0
 
 
 def test_replay_is_deterministic_with_and_without_the_journal(

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from engine.campaigns.model import ChatSend, SmsSend
 from engine.model import Action
 from engine.registry.registry import Registry
 
@@ -110,6 +111,16 @@ class RecentTags:
             self.mark("fraud_alert", fraud, now)
         if now - self._expired_at >= EXPIRE_EVERY_S:
             self.expire(now)
+
+    def observe_campaign(self, actions: Iterable[object], now: float) -> None:
+        """Campaign messages sent to residents (chat or SMS) mark ``broadcast``."""
+        reached = [
+            int(a.to.removeprefix("resident:"))
+            for a in actions
+            if isinstance(a, ChatSend | SmsSend) and a.to.startswith("resident:")
+        ]
+        if reached:
+            self.mark("broadcast", reached, now)
 
     def expire(self, now: float) -> int:
         """Clear every window tag whose last mark is older than its window; returns bits cleared.
