@@ -410,6 +410,11 @@ journal_option = click.option(
     help="Journal records between snapshots.",
 )
 @click.option("--consumer", help="Redis consumer name [host name]; one per engine.")
+@click.option(
+    "--stats-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write this run's statistics (JSON, as in sim-report/summary.json) at shutdown.",
+)
 def serve(
     county: Path | None,
     residents: int | None,
@@ -421,6 +426,7 @@ def serve(
     dead_file: Path | None,
     snapshot_every: int,
     consumer: str | None,
+    stats_out: Path | None,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
 
@@ -443,7 +449,16 @@ def serve(
     path = journal_dir or cache_dir() / "journal"
     try:
         trio.run(
-            _serve, reg, path, policy, redis_at, feedback_file, dead_file, snapshot_every, consumer
+            _serve,
+            reg,
+            path,
+            policy,
+            redis_at,
+            feedback_file,
+            dead_file,
+            snapshot_every,
+            consumer,
+            stats_out,
         )
     except JournalError as exc:
         _fail(str(exc))
@@ -458,11 +473,14 @@ async def _serve(
     dead_file: Path | None,
     snapshot_every: int,
     consumer: str | None,
+    stats_out: Path | None,
 ) -> None:
     from engine.journal import Journal
     from engine.registry.directory import RegistryDirectory
+    from engine.registry.recent import RecentTags
     from engine.scheduler import Engine
     from engine.service import ServiceStats, serve
+    from engine.stats import Stats
     from engine.transport import (
         JsonLinesDeadLetters,
         JsonLinesIntake,
@@ -486,11 +504,18 @@ async def _serve(
             eng.pending,
             f"redis {redis_at[0]}:{redis_at[1]}/{redis_at[2]}" if redis_at else "JSON lines",
         )
+        # The engine's own statistics and window tags (warned_7d ...), fed from its edges.
+        recorder = Stats.from_registry(reg, start=eng.now())
+        recent = RecentTags(reg)
+        watch = {
+            "observers": [recorder.observe_actions, recent.observe_actions],
+            "input_observers": [recorder.observe_inputs],
+        }
         if redis_at is not None:
             host, port, db = redis_at
             opts = SourceOptions(consumer=consumer or "")
             async with open_redis_transport(host, port, db=db, options=opts) as t:
-                stats = await serve(eng, t.intake, t.outbox, feedback=t.feedback)
+                stats = await serve(eng, t.intake, t.outbox, feedback=t.feedback, **watch)  # type: ignore[arg-type]
         else:
             dead = JsonLinesDeadLetters(dead_file)
             intake = await JsonLinesIntake.open(None, dead_letters=dead)
@@ -501,7 +526,7 @@ async def _serve(
             )
             out = JsonLinesOutbox(None)
             try:
-                stats = await serve(eng, intake, out, feedback=fb)
+                stats = await serve(eng, intake, out, feedback=fb, **watch)  # type: ignore[arg-type]
             finally:
                 for closing in (intake, fb, out, dead):
                     if closing is not None:
@@ -518,6 +543,9 @@ async def _serve(
             journal.stats.records,
             journal.stats.snapshots,
         )
+        if stats_out is not None:
+            stats_out.write_bytes(msgspec.json.encode(recorder.summary(until=eng.now())))
+            log.info("statistics of this run written to %s", stats_out)
 
 
 @main.command()

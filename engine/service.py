@@ -40,6 +40,12 @@ BATCH_GRACE_S = 60.0
 unacked (a durable source redelivers it)."""
 
 
+Observer = Callable[[tuple[Action, ...], float], object]
+"""Told of every batch of actions once sent, with the engine's time (statistics, window tags)."""
+InputObserver = Callable[[list[WarningInstruction | FeedbackEvent], float], object]
+"""Told of every batch of accepted warnings or feedback once acknowledged, with engine time."""
+
+
 @dataclass
 class ServiceStats:
     """Counters for the shutdown summary and health checks."""
@@ -59,6 +65,7 @@ async def _pump(
     submit: Callable[[list[object]], Awaitable[None]],
     stats: ServiceStats,
     counter: str,
+    observers: Sequence[InputObserver] = (),
 ) -> None:
     while True:
         try:
@@ -87,9 +94,16 @@ async def _pump(
                 await engine.durable()
                 await source.ack(ids)
                 setattr(stats, counter, getattr(stats, counter) + len(good))
+                for observe in observers:
+                    observe(good, engine.now())  # type: ignore[arg-type]
 
 
-async def run_intake(engine: Engine, source: IntakeSource, stats: ServiceStats) -> None:
+async def run_intake(
+    engine: Engine,
+    source: IntakeSource,
+    stats: ServiceStats,
+    observers: Sequence[InputObserver] = (),
+) -> None:
     """Warnings from ``source`` into the engine, acked once durable, until the source ends."""
 
     def decode(raw: bytes) -> WarningInstruction:
@@ -97,20 +111,21 @@ async def run_intake(engine: Engine, source: IntakeSource, stats: ServiceStats) 
         validate_warning(w, engine.rules)
         return w
 
-    await _pump(engine, source, decode, engine.submit_many, stats, "warnings")  # type: ignore[arg-type]
+    await _pump(engine, source, decode, engine.submit_many, stats, "warnings", observers)  # type: ignore[arg-type]
 
 
-async def run_feedback(engine: Engine, source: IntakeSource, stats: ServiceStats) -> None:
+async def run_feedback(
+    engine: Engine,
+    source: IntakeSource,
+    stats: ServiceStats,
+    observers: Sequence[InputObserver] = (),
+) -> None:
     """Feedback events from ``source`` into the engine, acked once durable."""
 
     def decode(raw: bytes) -> FeedbackEvent:
         return _decode_feedback(raw)
 
-    await _pump(engine, source, decode, engine.feedback_many, stats, "feedback")  # type: ignore[arg-type]
-
-
-Observer = Callable[[tuple[Action, ...], float], object]
-"""Told of every batch of actions once sent, with the engine's time (statistics, window tags)."""
+    await _pump(engine, source, decode, engine.feedback_many, stats, "feedback", observers)  # type: ignore[arg-type]
 
 
 async def run_outbox(
@@ -154,6 +169,7 @@ async def serve(
     stop: trio.Event | None = None,
     handle_signals: bool = True,
     observers: Sequence[Observer] = (),
+    input_observers: Sequence[InputObserver] = (),
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
     """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly: stop taking
@@ -165,7 +181,7 @@ async def serve(
         if handle_signals:
             nursery.start_soon(_watch_signals, stop)
         inputs = trio.CancelScope()
-        nursery.start_soon(_inputs, engine, intake, feedback, stats, inputs)
+        nursery.start_soon(_inputs, engine, intake, feedback, stats, inputs, input_observers)
         sender = trio.Event()
 
         async def outbox_task() -> None:
@@ -192,12 +208,13 @@ async def _inputs(
     feedback: IntakeSource | None,
     stats: ServiceStats,
     scope: trio.CancelScope,
+    observers: Sequence[InputObserver] = (),
 ) -> None:
     with scope:
         async with trio.open_nursery() as n:
-            n.start_soon(run_intake, engine, intake, stats)
+            n.start_soon(run_intake, engine, intake, stats, observers)
             if feedback is not None:
-                n.start_soon(run_feedback, engine, feedback, stats)
+                n.start_soon(run_feedback, engine, feedback, stats, observers)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

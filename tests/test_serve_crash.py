@@ -166,8 +166,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
 def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path) -> None:
     journal, log = tmp_path / "journal", tmp_path / "serve.log"
+    stats_file = tmp_path / "stats.json"
     proc = start(
-        ["--county", str(county), "--journal", str(journal), "--fsync", "interval:5"],
+        [
+            "--county",
+            str(county),
+            "--journal",
+            str(journal),
+            "--fsync",
+            "interval:5",
+            "--stats-out",
+            str(stats_file),
+        ],
         log,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -194,3 +204,10 @@ def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path)
     assert "20 warnings and 0 feedback accepted, 1 dead letters, 40 actions sent" in text
     image = read_journal(journal)
     assert image.snapshot_payload is not None and image.records == []
+    # The engine's own statistics of the run: every accepted warning, every action sent.
+    summary = json.loads(stats_file.read_text())
+    assert summary["warnings"] == 20
+    county_stats = summary["county"]
+    assert county_stats["warnings"] == county_stats["notifications"] == 20
+    # The first contact rung of each warning: a call or a chat, 20 in all, as sent.
+    assert county_stats["calls"] + county_stats["warning_chats"] == 20

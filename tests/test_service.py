@@ -172,6 +172,7 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
     stop = trio.Event()
     sent: list[Action] = []
     observed: list[tuple[Action, float]] = []
+    accepted: list[object] = []
 
     def observe(batch: tuple[Action, ...], now: float) -> None:
         observed.extend((a, now) for a in batch)
@@ -189,6 +190,7 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
                 stop=stop,
                 handle_signals=False,
                 observers=[observe],
+                input_observers=[lambda items, now: accepted.extend(items)],
                 task_status=task_status,
             )
         )
@@ -206,6 +208,7 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
     assert stats.warnings == 40 and stats.sent == len(sent) == 80
     assert [a for a, _ in observed] == sent  # observers see exactly what was sent, in order
     assert all(now > 1e9 for _, now in observed)  # with the engine's (epoch) time
+    assert sorted(w.id for w in accepted) == sorted(f"w-{i}" for i in range(40))  # type: ignore[attr-defined]
     assert intake.unacked == {}
     image = read_journal(tmp_path / "j")
     assert image.snapshot_payload is not None and image.records == []

@@ -216,6 +216,17 @@ class Stats:
         if grid >= 0 and self._w["grid"][row] < 0:
             self._w["grid"][row] = grid
 
+    def observe_inputs(
+        self, items: Iterable[WarningInstruction | FeedbackEvent], now: float
+    ) -> None:
+        """A batch accepted at intake (warnings) or from the feedback source: the shape of
+        ``engine.service``'s input observers."""
+        for item in items:
+            if isinstance(item, WarningInstruction):
+                self.observe_warning(item, now)
+            else:
+                self.observe_feedback(item, now)
+
     def observe_actions(self, actions: Iterable[Action], now: float) -> None:
         """A batch from the engine's outbox."""
         w, c = self._w, self.c
