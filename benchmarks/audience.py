@@ -24,6 +24,7 @@ from rich.table import Table
 
 from benchmarks.bandwidth import dram_bandwidth, read_bandwidth
 from benchmarks.peers import Peer, RedisBitopPeer, RoaringPeer, SQLitePeer, needed_sets
+from benchmarks.tables import show
 from benchmarks.timing import fmt_bytes, fmt_seconds
 from engine.audience.bitset import ChunkedBitset
 from engine.audience.expr import parse
@@ -208,16 +209,6 @@ def run(residents: int, with_peers: bool, budget: float, console: Console) -> tu
     return table, notes
 
 
-def markdown(table: Table) -> str:
-    """A rich table as a Markdown table."""
-    cols = [c.header for c in table.columns]
-    cells = [list(c.cells) for c in table.columns]
-    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    for i in range(len(cells[0])):
-        lines.append("| " + " | ".join(str(col[i]) for col in cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,11 +223,8 @@ def main() -> None:
     for n in args.scale:
         results.append(run(n, False, args.budget, console))
     for table, notes in results:
-        if args.markdown:  # plain print: a console would wrap the long table lines
-            print(f"**{table.title}**\n\n{markdown(table)}\n\n{notes}\n")
-        else:
-            console.print(table)
-            console.print(notes + "\n", markup=False, highlight=False)
+        show(table, args.markdown, console)
+        print(notes + "\n")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.tables import make_table, show
 from benchmarks.timing import fmt_bytes, fmt_seconds, measure
 from engine.campaigns.ledger import Ledger
 from engine.campaigns.model import Campaign, Plan, Reason
@@ -209,18 +209,8 @@ def main() -> None:
         ]
         for name, n, c, med, p99, mem, pmed, pmem in rows
     ]
-    if args.markdown:
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "---|" * len(headers))
-        for r in body:
-            print("| " + " | ".join(r) + " |")
-    else:
-        table = Table(title="Campaign planning (resolve + dedupe + caps + group)")
-        for h in headers:
-            table.add_column(h, justify="left" if h == "campaign" else "right")
-        for r in body:
-            table.add_row(*r)
-        console.print(table)
+    table = make_table("Campaign planning (resolve + dedupe + caps + group)", headers, body)
+    show(table, args.markdown)
     console.print(f"ledger: {fmt_bytes(led.nbytes)} for {reg.n_ids:,} residents")
 
 

@@ -37,8 +37,8 @@ from typing import Any
 import trio
 import trio.testing
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.tables import make_table, show
 from engine.directory import Responders
 from engine.machine import TICK, Event, Intake, WarningState, step, validate_warning
 from engine.model import (
@@ -495,17 +495,9 @@ def main() -> None:
             )
     console.print("latency done")
 
-    table = Table(title="warn-dispatch engine vs one-task-per-warning peer")
-    for col in ("measure", "engine (heap + one loop)", "peer (task per warning)", "ratio", "notes"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    if args.markdown:
-        print("| measure | engine (heap + one loop) | peer (task per warning) | ratio | notes |")
-        print("|---|---|---|---|---|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+    headers = ("measure", "engine (heap + one loop)", "peer (task per warning)", "ratio", "notes")
+    title = "warn-dispatch engine vs one-task-per-warning peer"
+    show(make_table(title, headers, rows), args.markdown, console)
 
 
 if __name__ == "__main__":

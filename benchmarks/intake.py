@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-from rich.console import Console
-from rich.table import Table
 
 from benchmarks.engine import SyntheticDirectory
+from benchmarks.tables import make_table, show
 from benchmarks.timing import fmt_seconds
 from engine.journal import FsyncPolicy, Journal
 from engine.model import Action
@@ -253,18 +252,8 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     results = trio.run(measure_all, args.warnings, args.repeats, args.rate, args.samples)
-    table = Table(title=f"intake end to end ({args.repeats} runs; latency at {args.rate:g}/s)")
-    for h in HEAD:
-        table.add_column(h, justify="left" if h == "path" else "right")
-    body = rows(results)
-    for r in body:
-        table.add_row(*r)
-    Console().print(table)
-    if args.markdown:
-        print("| " + " | ".join(HEAD) + " |")
-        print("|" + "---|" * len(HEAD))
-        for r in body:
-            print("| " + " | ".join(r) + " |")
+    title = f"intake end to end ({args.repeats} runs; latency at {args.rate:g}/s)"
+    show(make_table(title, HEAD, rows(results)), args.markdown)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
-from rich.console import Console
-from rich.table import Table
 
+from benchmarks.tables import make_table, show
 from benchmarks.timing import fmt_seconds
 from engine.journal import FsyncPolicy, Journal
 from engine.journal.framing import frame
@@ -156,18 +155,8 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     results = trio.run(measure_all, args.duration, args.repeats)
-    table = Table(title=f"journal, {len(RECORD)}-byte records (medians of {args.repeats} runs)")
-    for h in HEAD:
-        table.add_column(h, justify="left" if h == "implementation" else "right")
-    body = rows(results)
-    for r in body:
-        table.add_row(*r)
-    Console().print(table)
-    if args.markdown:
-        print("| " + " | ".join(HEAD) + " |")
-        print("|" + "---|" * len(HEAD))
-        for r in body:
-            print("| " + " | ".join(r) + " |")
+    title = f"journal, {len(RECORD)}-byte records (medians of {args.repeats} runs)"
+    show(make_table(title, HEAD, rows(results)), args.markdown)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.tables import show
 from engine.cli import open_county
 from simulator.replay import SimResult, _Replay, replay
 from simulator.traffic import TrafficSpec
@@ -192,14 +193,7 @@ def main() -> None:
     for name, share in sorted(components.items(), key=lambda kv: -kv[1]):
         comp.add_row(name, f"{share:.0%}")
     for t in (head, peers, prof, comp):
-        if args.markdown:
-            print(f"\n**{t.title}**\n")
-            print("| " + " | ".join(str(col.header) for col in t.columns) + " |")
-            print("|" + "---|" * len(t.columns))
-            for i in range(t.row_count):
-                print("| " + " | ".join(str(col._cells[i]) for col in t.columns) + " |")
-        else:
-            console.print(t)
+        show(t, args.markdown, console)
     print(f"\npeak RSS of this process (3 replays, county mapped): {in_process_rss:,.0f} MiB")
 
 

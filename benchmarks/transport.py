@@ -31,6 +31,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.tables import make_table, show
 from benchmarks.timing import fmt_seconds
 from engine.model import Action
 from engine.testing import RedisServer
@@ -308,17 +309,8 @@ async def run(
             "",
         ),
     ]  # type: ignore[list-item]
-    table = Table(title="Redis Streams transport (medians)")
-    for col in ("measurement", *CLIENTS, "coredis vs redis-py"):
-        table.add_column(col, justify="left" if col == "measurement" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
-    if markdown:
-        print("| measurement | coredis | redis-py | coredis vs redis-py |")
-        print("|---|---|---|---|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+    headers = ("measurement", *CLIENTS, "coredis vs redis-py")
+    show(make_table("Redis Streams transport (medians)", headers, rows), markdown, console)
 
     mem = [await memory_throughput(count) for _ in range(repeats)]
     jin = [await jsonl_intake_throughput(count) for _ in range(repeats)]
