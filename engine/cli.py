@@ -411,6 +411,12 @@ journal_option = click.option(
 )
 @click.option("--consumer", help="Redis consumer name [host name]; one per engine.")
 @click.option(
+    "--campaigns",
+    "campaigns_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Campaigns to issue, as JSON lines (a file or FIFO); with --redis: wd:campaigns.",
+)
+@click.option(
     "--stats-out",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write this run's statistics (JSON, as in sim-report/summary.json) at shutdown.",
@@ -426,6 +432,7 @@ def serve(
     dead_file: Path | None,
     snapshot_every: int,
     consumer: str | None,
+    campaigns_file: Path | None,
     stats_out: Path | None,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
@@ -458,6 +465,7 @@ def serve(
             dead_file,
             snapshot_every,
             consumer,
+            campaigns_file,
             stats_out,
         )
     except JournalError as exc:
@@ -473,13 +481,15 @@ async def _serve(
     dead_file: Path | None,
     snapshot_every: int,
     consumer: str | None,
+    campaigns_file: Path | None,
     stats_out: Path | None,
 ) -> None:
+    from engine.campaigns import CampaignService
     from engine.journal import Journal
     from engine.registry.directory import RegistryDirectory
     from engine.registry.recent import RecentTags
     from engine.scheduler import Engine
-    from engine.service import ServiceStats, serve
+    from engine.service import Campaigns, ServiceStats, serve
     from engine.stats import Stats
     from engine.transport import (
         JsonLinesDeadLetters,
@@ -492,9 +502,11 @@ async def _serve(
     log = logging.getLogger("engine.serve")
     t0 = time.monotonic()
     stats: ServiceStats
+    campaign_send, campaign_recv = trio.open_memory_channel[object](65536)
     async with (
         Journal.open(path, fsync=policy) as journal,
         Engine.open(RegistryDirectory(reg), journal=journal, snapshot_every=snapshot_every) as eng,
+        CampaignService.open(reg, campaign_send) as campaign_service,  # type: ignore[arg-type]
     ):
         log.info(
             "serving: journal %s (fsync %s), %d warnings restored (%d active), %s",
@@ -511,11 +523,28 @@ async def _serve(
             "observers": [recorder.observe_actions, recent.observe_actions],
             "input_observers": [recorder.observe_inputs],
         }
+
+        def campaigns(source: object) -> Campaigns:
+            return Campaigns(
+                source,  # type: ignore[arg-type]
+                campaign_service,
+                campaign_recv,
+                observers=[recorder.observe_campaign_many, recent.observe_campaign],
+                on_issued=recorder.observe_campaign_issued,
+            )
+
         if redis_at is not None:
             host, port, db = redis_at
             opts = SourceOptions(consumer=consumer or "")
             async with open_redis_transport(host, port, db=db, options=opts) as t:
-                stats = await serve(eng, t.intake, t.outbox, feedback=t.feedback, **watch)  # type: ignore[arg-type]
+                stats = await serve(
+                    eng,
+                    t.intake,
+                    t.outbox,
+                    feedback=t.feedback,
+                    campaigns=campaigns(t.campaigns),
+                    **watch,  # type: ignore[arg-type]
+                )
         else:
             dead = JsonLinesDeadLetters(dead_file)
             intake = await JsonLinesIntake.open(None, dead_letters=dead)
@@ -524,16 +553,29 @@ async def _serve(
                 if feedback_file
                 else None
             )
+            camp = (
+                await JsonLinesIntake.open(campaigns_file, dead_letters=dead)
+                if campaigns_file
+                else None
+            )
             out = JsonLinesOutbox(None)
             try:
-                stats = await serve(eng, intake, out, feedback=fb, **watch)  # type: ignore[arg-type]
+                stats = await serve(
+                    eng,
+                    intake,
+                    out,
+                    feedback=fb,
+                    campaigns=campaigns(camp),
+                    **watch,  # type: ignore[arg-type]
+                )
             finally:
-                for closing in (intake, fb, out, dead):
+                for closing in (intake, fb, camp, out, dead):
                     if closing is not None:
                         await closing.aclose()
         log.info(
             "stopped after %.1f s: %d warnings and %d feedback accepted, %d dead letters, "
-            "%d actions sent, %d warnings active, journal %d records, %d snapshots",
+            "%d actions sent, %d warnings active, journal %d records, %d snapshots, "
+            "%d campaigns issued",
             time.monotonic() - t0,
             stats.warnings,
             stats.feedback,
@@ -542,6 +584,7 @@ async def _serve(
             eng.pending,
             journal.stats.records,
             journal.stats.snapshots,
+            stats.campaigns,
         )
         if stats_out is not None:
             stats_out.write_bytes(msgspec.json.encode(recorder.summary(until=eng.now())))

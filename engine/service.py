@@ -16,14 +16,18 @@ drain, flush the outbox, snapshot, close. Logs carry ids, counts and reasons, ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import trio
 
+from engine.campaigns import Campaign, CampaignError, CampaignService
+from engine.campaigns.model import decode_campaign
 from engine.machine import validate_warning
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
@@ -55,6 +59,7 @@ class ServiceStats:
     dead_letters: int = 0
     sent: int = 0
     send_retries: int = 0
+    campaigns: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -128,6 +133,27 @@ async def run_feedback(
     await _pump(engine, source, decode, engine.feedback_many, stats, "feedback", observers)  # type: ignore[arg-type]
 
 
+async def _send(sink: OutboxSink, batch: Sequence[object], stats: ServiceStats) -> None:
+    """Send one batch, retrying with backoff: the sink's failure must not lose the batch."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            await sink.send(batch)  # type: ignore[arg-type]
+            break
+        except Exception as exc:
+            stats.send_retries += 1
+            log.warning(
+                "%s: send of %d actions failed (%s); retrying in %.2f s",
+                sink.name,
+                len(batch),
+                type(exc).__name__,
+                delay,
+            )
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    stats.sent += len(batch)
+
+
 async def run_outbox(
     engine: Engine, sink: OutboxSink, stats: ServiceStats, observers: Sequence[Observer] = ()
 ) -> None:
@@ -138,24 +164,76 @@ async def run_outbox(
             batch = await stream.receive_batch()
         except trio.EndOfChannel:
             return
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                await sink.send(batch)
-                break
-            except Exception as exc:  # the sink's failure must not lose the batch
-                stats.send_retries += 1
-                log.warning(
-                    "%s: send of %d actions failed (%s); retrying in %.2f s",
-                    sink.name,
-                    len(batch),
-                    type(exc).__name__,
-                    delay,
-                )
-                await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-        stats.sent += len(batch)
+        await _send(sink, batch, stats)
         engine.mark_sent([a.key for a in batch])
+        for observe in observers:
+            observe(batch, engine.now())
+
+
+class Campaigns(NamedTuple):
+    """Broadcast campaigns beside the warnings: where campaigns come in, the service that plans
+    and paces them, and the channel its actions leave on (into the same outbox)."""
+
+    source: IntakeSource | None
+    service: CampaignService
+    actions: trio.MemoryReceiveChannel[object]
+    observers: Sequence[Callable[[list[object], float], object]] = ()
+    on_issued: Callable[[Campaign], object] | None = None
+
+
+async def run_campaigns(
+    campaigns: CampaignService,
+    source: IntakeSource,
+    stats: ServiceStats,
+    on_issued: Callable[[Campaign], object] | None = None,
+) -> None:
+    """Campaigns from ``source``: issued (planned) then acked; a campaign that cannot be
+    issued (bad JSON, unknown tag, empty audience, expired) is dead-lettered with the reason.
+
+    Campaign progress is not journaled yet: a crash loses the unsent rest of running campaigns.
+    """
+    while True:
+        try:
+            batch = await source.receive_batch()
+        except trio.EndOfChannel:
+            log.info("%s: end of input", source.name)
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + BATCH_GRACE_S):
+            ok: list[str] = []
+            for d in batch:
+                try:
+                    campaign = decode_campaign(d.raw)
+                    await campaigns.issue(campaign)
+                except CampaignError as exc:
+                    await source.dead_letter(d, str(exc))
+                    stats.dead_letters += 1
+                else:
+                    ok.append(d.id)
+                    if on_issued is not None:
+                        on_issued(campaign)
+            if ok:
+                await source.ack(ok)
+                stats.campaigns += len(ok)
+
+
+async def run_campaign_outbox(
+    engine: Engine,
+    recv: trio.MemoryReceiveChannel[object],
+    sink: OutboxSink,
+    stats: ServiceStats,
+    observers: Sequence[Callable[[list[object], float], object]] = (),
+) -> None:
+    """Campaign actions to ``sink`` in batches, until the campaign service closes; observers
+    get the engine's time, like the warning outbox's."""
+    while True:
+        try:
+            batch = [await recv.receive()]
+        except trio.EndOfChannel:
+            return
+        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+            while len(batch) < 1024:
+                batch.append(recv.receive_nowait())
+        await _send(sink, batch, stats)
         for observe in observers:
             observe(batch, engine.now())
 
@@ -170,18 +248,28 @@ async def serve(
     handle_signals: bool = True,
     observers: Sequence[Observer] = (),
     input_observers: Sequence[InputObserver] = (),
+    campaigns: Campaigns | None = None,
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
     """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly: stop taking
     intake, wait until what was taken is applied and durable, let the outbox send everything,
-    snapshot. Input ending (end of file) does not stop the service: deadlines still run."""
+    snapshot. Input ending (end of file) does not stop the service: deadlines still run.
+
+    With ``campaigns``, campaigns are taken from their source too and their actions go to the
+    same outbox; sends still paced at shutdown are not made (campaigns are not journaled)."""
     stats = ServiceStats()
     stop = stop if stop is not None else trio.Event()
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_watch_signals, stop)
         inputs = trio.CancelScope()
-        nursery.start_soon(_inputs, engine, intake, feedback, stats, inputs, input_observers)
+        nursery.start_soon(
+            _inputs, engine, intake, feedback, stats, inputs, input_observers, campaigns
+        )
+        if campaigns is not None:
+            nursery.start_soon(
+                run_campaign_outbox, engine, campaigns.actions, outbox, stats, campaigns.observers
+            )
         sender = trio.Event()
 
         async def outbox_task() -> None:
@@ -209,12 +297,17 @@ async def _inputs(
     stats: ServiceStats,
     scope: trio.CancelScope,
     observers: Sequence[InputObserver] = (),
+    campaigns: Campaigns | None = None,
 ) -> None:
     with scope:
         async with trio.open_nursery() as n:
             n.start_soon(run_intake, engine, intake, stats, observers)
             if feedback is not None:
                 n.start_soon(run_feedback, engine, feedback, stats, observers)
+            if campaigns is not None and campaigns.source is not None:
+                n.start_soon(
+                    run_campaigns, campaigns.service, campaigns.source, stats, campaigns.on_issued
+                )
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -254,3 +254,85 @@ async def test_intake_is_acked_only_once_the_journal_holds_it(tmp_path: Path):
         await send.aclose()
         await run_intake(engine, Checking(), ServiceStats())
     assert len(checked) == 30
+
+
+async def test_serve_issues_campaigns_into_the_same_outbox() -> None:
+    """A campaign source beside the warnings: good campaigns reach exactly their audience
+    through the shared outbox; bad ones are dead-lettered with the reason; stats count them."""
+    from engine.campaigns import CampaignService
+    from engine.registry.directory import RegistryDirectory
+    from engine.service import Campaigns
+    from tests.small_county import make_registry
+
+    reg = make_registry()
+    elderly = [
+        reg.add_resident(
+            f"R{i}",
+            name="甲",
+            phone="1",
+            address="x",
+            grid="01-11",
+            officer="P01" if i % 2 else None,
+            tags=["elderly"] if i % 3 else [],
+        )
+        for i in range(12)
+    ]
+    audience = sorted(r for r in elderly if reg.has_tag(r, "elderly"))
+    _send_w, intake = open_memory_intake()
+    send_c, campaign_source = open_memory_intake(name="campaigns")
+    sink, out = open_memory_outbox(capacity=10_000)
+    c_send, c_recv = trio.open_memory_channel[object](1024)
+    stop = trio.Event()
+    issued: list[str] = []
+    seen: list[object] = []
+    good = {
+        "id": "c1",
+        "title": "路段塌方",
+        "text": "绕行",
+        "audience": "elderly",
+        "priority": "urgent",
+        "issuer": "county",
+    }
+    async with (
+        Engine.open(RegistryDirectory(reg), RULES) as engine,
+        CampaignService.open(reg, c_send) as service,  # type: ignore[arg-type]
+        trio.open_nursery() as nursery,
+    ):
+        camp = Campaigns(
+            campaign_source,
+            service,
+            c_recv,  # type: ignore[arg-type]
+            observers=[lambda batch, now: seen.extend(batch)],
+            on_issued=lambda c: issued.append(c.id),
+        )
+        stats = await nursery.start(
+            lambda task_status: serve(
+                engine,
+                intake,
+                sink,
+                stop=stop,
+                handle_signals=False,
+                campaigns=camp,
+                task_status=task_status,
+            )
+        )
+        await send_c.send(json.dumps(good).encode())
+        await send_c.send(json.dumps({**good, "id": "c2", "audience": "eldery"}).encode())
+        await send_c.send(b"{not json")
+        with trio.fail_after(5):
+            while len(seen) < len(audience) or stats.dead_letters < 2:
+                await trio.sleep(0.01)
+        stop.set()
+    sent = []
+    while True:
+        try:
+            sent.extend(out.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    reached = sorted(int(a.to.removeprefix("resident:")) for a in sent)  # type: ignore[union-attr]
+    assert reached == audience  # each once: by chat from P01, or by SMS
+    assert stats.campaigns == 1 and issued == ["c1"]
+    reasons = [d.reason for d in campaign_source.dead_letters]
+    assert any("unknown tag 'eldery'" in r and "elderly" in r for r in reasons)
+    assert any("malformed" in r.lower() for r in reasons)
+    assert campaign_source.unacked == {}

@@ -49,6 +49,7 @@ class StreamNames(msgspec.Struct, frozen=True, kw_only=True):
 
     intake: str = "wd:intake"
     feedback: str = "wd:feedback"
+    campaigns: str = "wd:campaigns"
     outbox: str = "wd:outbox"
     dead: str = "wd:dead"
 
@@ -274,6 +275,7 @@ class RedisTransport:
     client: StreamClient
     intake: RedisStreamSource
     feedback: RedisStreamSource
+    campaigns: RedisStreamSource
     outbox: RedisOutbox
     names: StreamNames
 
@@ -295,5 +297,6 @@ async def open_redis_transport(
     async with open_client(client, host, port, db) as c:
         intake = await RedisStreamSource.open(c, names.intake, names.dead, options)
         feedback = await RedisStreamSource.open(c, names.feedback, names.dead, options)
+        campaigns = await RedisStreamSource.open(c, names.campaigns, names.dead, options)
         outbox = RedisOutbox(c, names.outbox, maxlen=outbox_maxlen, encoding=encoding)
-        yield RedisTransport(c, intake, feedback, outbox, names)
+        yield RedisTransport(c, intake, feedback, campaigns, outbox, names)
