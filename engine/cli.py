@@ -512,7 +512,7 @@ async def _serve(
             "serving: journal %s (fsync %s), %d warnings restored (%d active), %s",
             path,
             policy.mode,
-            len(eng._states),
+            eng.known,
             eng.pending,
             f"redis {redis_at[0]}:{redis_at[1]}/{redis_at[2]}" if redis_at else "JSON lines",
         )
@@ -530,7 +530,10 @@ async def _serve(
                 campaign_service,
                 campaign_recv,
                 observers=[recorder.observe_campaign_many, recent.observe_campaign],
-                on_issued=recorder.observe_campaign_issued,
+                on_issued=lambda c: (
+                    recorder.observe_campaign_issued(c),
+                    recent.observe_campaign_issued(c),
+                ),
             )
 
         if redis_at is not None:

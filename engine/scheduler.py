@@ -320,6 +320,11 @@ class Engine:
         """The warning's current state with its timeline; None if unknown (or long ended)."""
         return self._states.get(warning_id)
 
+    @property
+    def known(self) -> int:
+        """Warnings the engine holds a state for (active, and ended ones still retained)."""
+        return len(self._states)
+
     def now(self) -> float:
         """The engine's time: epoch seconds (trio's clock plus the offset taken at open).
 

@@ -214,6 +214,7 @@ class _Replay:
             return
         self.issued += 1
         self.stats.observe_campaign_issued(campaign)
+        self.recent.observe_campaign_issued(campaign)
 
     async def _driver(self, engine: Engine, cs: CampaignService) -> None:
         t, t0, spec = self.traffic, self.t0, self.spec

@@ -112,3 +112,52 @@ def test_actions_of_a_warning_mark_the_resident_once_reached() -> None:
     recent.observe_actions([], 1_000.0 + DAY + 1)  # an hour later at least: expiry runs
     assert reg.ids("fraud_alert_24h").tolist() == []
     assert reg.ids("warned_7d").tolist() == [a]
+
+
+def test_antifraud_campaign_sends_mark_antifraud_msg() -> None:
+    from engine.campaigns.model import Campaign, ChatSend, SmsSend
+
+    keys = ("broadcast_7d", "antifraud_msg_7d")
+    reg = make_registry(taxonomy=Taxonomy.from_keys(keys, dynamic=keys))
+    a, b = (
+        reg.add_resident(k, name="甲", phone="1", address="x", grid="01-11", officer="P01")
+        for k in ("A", "B")
+    )
+    recent = RecentTags(reg)
+
+    def campaign(cid: str, category: str) -> Campaign:
+        return Campaign(
+            id=cid,
+            title="t",
+            text="x",
+            audience="all",
+            priority="urgent",
+            issuer="county",
+            category=category,
+        )
+
+    recent.observe_campaign_issued(campaign("fraud-1", "antifraud"))
+    recent.observe_campaign_issued(campaign("road-1", "traffic"))
+    sends = [
+        ChatSend(
+            key="k1",
+            campaign_id="fraud-1",
+            task_id="t",
+            officer="P01",
+            to=f"resident:{a}",
+            priority="urgent",
+            title="t",
+            text="x",
+        ),
+        SmsSend(
+            key="k2",
+            campaign_id="road-1",
+            to=f"resident:{b}",
+            priority="urgent",
+            title="t",
+            text="x",
+        ),
+    ]
+    recent.observe_campaign(sends, 5.0)
+    assert reg.ids("broadcast_7d").tolist() == [a, b]
+    assert reg.ids("antifraud_msg_7d").tolist() == [a]

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.campaigns.model import ChatSend, SmsSend
+from engine.campaigns.model import Campaign, ChatSend, SmsSend
 from engine.model import Action
 from engine.registry.registry import Registry
 
@@ -54,6 +54,7 @@ class RecentTags:
         self.unmaintained: list[str] = []
         self._last: dict[str, np.ndarray] = {}  # event -> last mark time per resident (0: never)
         self._expired_at = -math.inf
+        self._antifraud: set[str] = set()  # ids of anti-fraud campaigns
         taxonomy = registry.taxonomy
         for key in getattr(taxonomy, "dynamic_keys", ()):
             m = _WINDOW.match(key)
@@ -112,15 +113,26 @@ class RecentTags:
         if now - self._expired_at >= EXPIRE_EVERY_S:
             self.expire(now)
 
+    def observe_campaign_issued(self, campaign: Campaign) -> None:
+        """Remember anti-fraud campaigns: their sends also mark ``antifraud_msg``."""
+        if campaign.category == "antifraud":
+            self._antifraud.add(campaign.id)
+
     def observe_campaign(self, actions: Iterable[object], now: float) -> None:
-        """Campaign messages sent to residents (chat or SMS) mark ``broadcast``."""
-        reached = [
-            int(a.to.removeprefix("resident:"))
-            for a in actions
-            if isinstance(a, ChatSend | SmsSend) and a.to.startswith("resident:")
-        ]
+        """Campaign messages sent to residents (chat or SMS) mark ``broadcast``, and those of
+        anti-fraud campaigns ``antifraud_msg`` too."""
+        reached: list[int] = []
+        antifraud: list[int] = []
+        for a in actions:
+            if isinstance(a, ChatSend | SmsSend) and a.to.startswith("resident:"):
+                rid = int(a.to.removeprefix("resident:"))
+                reached.append(rid)
+                if a.campaign_id in self._antifraud:
+                    antifraud.append(rid)
         if reached:
             self.mark("broadcast", reached, now)
+        if antifraud:
+            self.mark("antifraud_msg", antifraud, now)
 
     def expire(self, now: float) -> int:
         """Clear every window tag whose last mark is older than its window; returns bits cleared.
