@@ -321,6 +321,28 @@ def campaign_plan(
     console.print(table)
 
 
+#: The messages that cross the engine's edges, by the name ``schema`` takes.
+MESSAGES: dict[str, str] = {
+    "warning": "engine.model:WarningInstruction",
+    "feedback": "engine.model:FeedbackEvent",
+    "action": "engine.model:Action",
+    "campaign": "engine.campaigns.model:Campaign",
+    "campaign-action": "engine.campaigns.model:CampaignAction",
+}
+
+
+@main.command()
+@click.argument("message", type=click.Choice(list(MESSAGES)))
+def schema(message: str) -> None:
+    """Print the JSON Schema of a MESSAGE the engine reads or writes (generated from the
+    structs that decode it, so it cannot drift from what the engine accepts)."""
+    import importlib
+
+    module, name = MESSAGES[message].split(":")
+    type_ = getattr(importlib.import_module(module), name)
+    click.echo(msgspec.json.format(msgspec.json.encode(msgspec.json.schema(type_))).decode())
+
+
 @main.command()
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tags/--no-tags", default=False, help="List every tag, not just categories.")
