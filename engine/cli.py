@@ -528,7 +528,11 @@ async def _serve(
     async with (
         Journal.open(path, fsync=policy) as journal,
         Engine.open(RegistryDirectory(reg), journal=journal, snapshot_every=snapshot_every) as eng,
-        CampaignService.open(reg, campaign_send) as campaign_service,  # type: ignore[arg-type]
+        CampaignService.open(
+            reg,
+            campaign_send,  # type: ignore[arg-type]
+            on_ended=lambda campaign_id, _state: eng.end_campaign(campaign_id),
+        ) as campaign_service,
     ):
         log.info(
             "serving: journal %s (fsync %s), %d warnings restored (%d active), %s",

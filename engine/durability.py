@@ -9,7 +9,10 @@ it used (epoch seconds), so replaying the records in order through the pure
 - :class:`Fed` — a feedback event;
 - :class:`Ticked` — a deadline fired (or, for an ended warning, its retention ran out);
 - :class:`Sent` — the outbox handed these actions over; actions produced by replayed steps and
-  not covered by a ``Sent`` are sent again after a restart, with the same keys.
+  not covered by a ``Sent`` are sent again after a restart, with the same keys;
+- :class:`CampaignIssued` / :class:`CampaignEnded` — a campaign accepted (its raw JSON) and its
+  end; campaigns not ended are issued again after a restart (their send keys are deterministic,
+  so residents already reached repeat with the same keys, which adapters drop).
 
 A snapshot (:class:`EngineSnapshot`) holds every state and the unsent actions, and covers every
 record written before it, so start-up reads only what came after the last one.
@@ -61,7 +64,20 @@ class Sent(msgspec.Struct, frozen=True, gc=False, tag="s", array_like=True):
     keys: tuple[str, ...]
 
 
-Record = Accepted | Fed | Ticked | Sent
+class CampaignIssued(msgspec.Struct, frozen=True, gc=False, tag="c", array_like=True):
+    """A campaign was accepted and acknowledged; ``raw`` is its JSON as received."""
+
+    campaign_id: str
+    raw: bytes
+
+
+class CampaignEnded(msgspec.Struct, frozen=True, gc=False, tag="e", array_like=True):
+    """A campaign finished, was cancelled or expired: a restart must not issue it again."""
+
+    campaign_id: str
+
+
+Record = Accepted | Fed | Ticked | Sent | CampaignIssued | CampaignEnded
 
 
 class EngineSnapshot(msgspec.Struct, kw_only=True):
@@ -71,6 +87,7 @@ class EngineSnapshot(msgspec.Struct, kw_only=True):
     taken_at: float
     states: list[WarningState]
     unsent: list[Action]
+    campaigns: list[CampaignIssued] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -117,6 +134,8 @@ class Rebuilt:
 
     states: dict[str, WarningState] = field(default_factory=dict)
     unsent: dict[str, Action] = field(default_factory=dict)
+    campaigns: dict[str, bytes] = field(default_factory=dict)
+    """Campaigns accepted and not ended, in the order they were issued."""
     records: int = 0
     failed_steps: int = 0
     last_at: float = 0.0
@@ -131,6 +150,7 @@ def rebuild(
         snap = decode_snapshot(snapshot_payload)
         out.states = {s.warning.id: s for s in snap.states}
         out.unsent = {a.key: a for a in snap.unsent}
+        out.campaigns = {c.campaign_id: c.raw for c in snap.campaigns}
         out.last_at = snap.taken_at
     states, unsent = out.states, out.unsent
     for raw in records:
@@ -140,6 +160,12 @@ def rebuild(
         if isinstance(rec, Sent):
             for key in rec.keys:
                 unsent.pop(key, None)
+            continue
+        if isinstance(rec, CampaignIssued):
+            out.campaigns[rec.campaign_id] = rec.raw
+            continue
+        if isinstance(rec, CampaignEnded):
+            out.campaigns.pop(rec.campaign_id, None)
             continue
         if isinstance(rec, Ticked):
             wid = rec.warning_id

@@ -43,7 +43,15 @@ import trio
 
 from engine import durability
 from engine.directory import Directory, Responders
-from engine.durability import Accepted, EngineSnapshot, Fed, Sent, Ticked
+from engine.durability import (
+    Accepted,
+    CampaignEnded,
+    CampaignIssued,
+    EngineSnapshot,
+    Fed,
+    Sent,
+    Ticked,
+)
 from engine.journal import Journal
 from engine.machine import TICK, Event, WarningState, step, validate_warning
 from engine.model import (
@@ -220,6 +228,7 @@ class Engine:
         self._records: list[bytes] = []
         # Actions produced but not yet marked sent; only tracked with a journal (replay re-sends).
         self._unsent: dict[str, Action] | None = {} if journal is not None else None
+        self._campaigns: dict[str, bytes] = {}  # accepted, not ended (with a journal)
         self._submitted = 0  # items put into the inboxes
         self._applied = 0  # items the loop has taken out and applied (and journaled)
         self._progress = trio.Event()
@@ -360,6 +369,28 @@ class Engine:
         if done:
             self._journal.write_nowait((durability.encode(Sent(done)),))
             self._count_records(1)
+
+    def record_campaign(self, campaign_id: str, raw: bytes) -> None:
+        """A campaign was issued: journal it, so a restart issues it again until it ends.
+
+        Durable after the next ``await durable()``; acknowledge its source only then.
+        """
+        if self._journal is None:
+            return
+        self._campaigns[campaign_id] = raw
+        self._journal.write_nowait((durability.encode(CampaignIssued(campaign_id, raw)),))
+        self._count_records(1)
+
+    def end_campaign(self, campaign_id: str) -> None:
+        """A campaign finished, was cancelled or expired: a restart must not issue it again."""
+        if self._journal is None or self._campaigns.pop(campaign_id, None) is None:
+            return
+        self._journal.write_nowait((durability.encode(CampaignEnded(campaign_id)),))
+        self._count_records(1)
+
+    def pending_campaigns(self) -> list[tuple[str, bytes]]:
+        """Campaigns accepted and not ended (restored from the journal), in issue order."""
+        return list(self._campaigns.items())
 
     @property
     def unsent(self) -> int:
@@ -559,6 +590,7 @@ class Engine:
         rebuilt = durability.rebuild(journal.snapshot_payload, journal.replay(), self.rules)
         self._states = rebuilt.states
         self._unsent = rebuilt.unsent
+        self._campaigns = rebuilt.campaigns
         self.stats.replayed = rebuilt.records
         self._since_snapshot = rebuilt.records
         self._last_now = rebuilt.last_at
@@ -591,6 +623,7 @@ class Engine:
             taken_at=self.now(),
             states=list(self._states.values()),
             unsent=list(self._unsent.values()) if self._unsent is not None else [],
+            campaigns=[CampaignIssued(cid, raw) for cid, raw in self._campaigns.items()],
         )
         return durability.encode(snap)
 

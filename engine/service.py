@@ -182,16 +182,17 @@ class Campaigns(NamedTuple):
 
 
 async def run_campaigns(
+    engine: Engine,
     campaigns: CampaignService,
     source: IntakeSource,
     stats: ServiceStats,
     on_issued: Callable[[Campaign], object] | None = None,
 ) -> None:
-    """Campaigns from ``source``: issued (planned) then acked; a campaign that cannot be
-    issued (bad JSON, unknown tag, empty audience, expired) is dead-lettered with the reason.
-
-    Campaign progress is not journaled yet: a crash loses the unsent rest of running campaigns.
-    """
+    """Campaigns from ``source``: issued (planned), journaled, then acked; a campaign that
+    cannot be issued (bad JSON, unknown tag, empty audience, expired) is dead-lettered with
+    the reason. With a journal, an acked campaign is issued again after a restart until it
+    ends (send progress is not journaled: residents already reached repeat with the same
+    keys, and caps restart from that campaign's own plan)."""
     while True:
         try:
             batch = await source.receive_batch()
@@ -209,11 +210,34 @@ async def run_campaigns(
                     stats.dead_letters += 1
                 else:
                     ok.append(d.id)
+                    engine.record_campaign(campaign.id, d.raw)
                     if on_issued is not None:
                         on_issued(campaign)
             if ok:
+                await engine.durable()
                 await source.ack(ok)
                 stats.campaigns += len(ok)
+
+
+async def reissue_campaigns(engine: Engine, campaigns: Campaigns) -> int:
+    """Issue again the campaigns the journal holds as accepted and not ended (after a
+    restart); one that can no longer be issued (expired meanwhile) is ended. Returns how many
+    were issued."""
+    issued = 0
+    for campaign_id, raw in engine.pending_campaigns():
+        try:
+            campaign = decode_campaign(raw)
+            await campaigns.service.issue(campaign)
+        except CampaignError as exc:
+            log.warning("campaign %s not issued again: %s", campaign_id, exc)
+            engine.end_campaign(campaign_id)
+            continue
+        issued += 1
+        if campaigns.on_issued is not None:
+            campaigns.on_issued(campaign)
+    if issued:
+        log.info("issued %d campaigns again from the journal", issued)
+    return issued
 
 
 async def run_campaign_outbox(
@@ -259,6 +283,8 @@ async def serve(
     same outbox; sends still paced at shutdown are not made (campaigns are not journaled)."""
     stats = ServiceStats()
     stop = stop if stop is not None else trio.Event()
+    if campaigns is not None:
+        await reissue_campaigns(engine, campaigns)
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_watch_signals, stop)
@@ -306,7 +332,12 @@ async def _inputs(
                 n.start_soon(run_feedback, engine, feedback, stats, observers)
             if campaigns is not None and campaigns.source is not None:
                 n.start_soon(
-                    run_campaigns, campaigns.service, campaigns.source, stats, campaigns.on_issued
+                    run_campaigns,
+                    engine,
+                    campaigns.service,
+                    campaigns.source,
+                    stats,
+                    campaigns.on_issued,
                 )
 
 

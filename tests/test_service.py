@@ -336,3 +336,76 @@ async def test_serve_issues_campaigns_into_the_same_outbox() -> None:
     assert any("unknown tag 'eldery'" in r and "elderly" in r for r in reasons)
     assert any("malformed" in r.lower() for r in reasons)
     assert campaign_source.unacked == {}
+
+
+async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path) -> None:
+    """Journaled campaigns: an acked campaign that has not ended is issued again after a
+    restart; one that finished (or was cancelled) is not."""
+    from engine.campaigns import CampaignService
+    from engine.registry.directory import RegistryDirectory
+    from engine.service import Campaigns
+    from tests.small_county import make_registry
+
+    reg = make_registry()
+    for i in range(6):
+        reg.add_resident(
+            f"R{i}",
+            name="甲",
+            phone="1",
+            address="x",
+            grid="01-11",
+            officer="P01",
+            tags=["elderly"],
+        )
+    base = {"title": "t", "text": "x", "audience": "elderly", "issuer": "county"}
+    # Routine waits for the officer's confirmation (or quiet hours); urgent goes at once.
+    routine = json.dumps({**base, "id": "c-routine", "priority": "routine"}).encode()
+    urgent = json.dumps({**base, "id": "c-urgent", "priority": "urgent"}).encode()
+
+    async def lifetime(send_first: list[bytes], then: object = None) -> list[str]:
+        _w, intake = open_memory_intake()
+        send_c, source = open_memory_intake(name="campaigns")
+        sink, _out = open_memory_outbox(capacity=10_000)
+        c_send, c_recv = trio.open_memory_channel[object](1024)
+        stop = trio.Event()
+        async with (
+            Journal.open(tmp_path / "j", fsync=FsyncPolicy.always()) as journal,
+            Engine.open(RegistryDirectory(reg), RULES, journal=journal) as engine,
+            CampaignService.open(
+                reg,
+                c_send,
+                on_ended=lambda cid, _s: engine.end_campaign(cid),  # type: ignore[arg-type]
+            ) as service,
+            trio.open_nursery() as nursery,
+        ):
+            pending_at_start = [cid for cid, _ in engine.pending_campaigns()]
+            camp = Campaigns(source, service, c_recv)  # type: ignore[arg-type]
+            stats = await nursery.start(
+                lambda task_status: serve(
+                    engine,
+                    intake,
+                    sink,
+                    stop=stop,
+                    handle_signals=False,
+                    campaigns=camp,
+                    task_status=task_status,
+                )
+            )
+            for raw in send_first:
+                await send_c.send(raw)
+            with trio.fail_after(5):
+                while stats.campaigns < len(send_first):
+                    await trio.sleep(0.01)
+                while urgent in send_first and service.progress("c-urgent").state != "done":
+                    await trio.sleep(0.01)
+            for cid in pending_at_start:  # issued again on start: known to the new service
+                assert service.progress(cid).state in ("scheduled", "running")
+            if then == "cancel":
+                service.cancel("c-routine")
+            stop.set()
+        return pending_at_start
+
+    assert await lifetime([routine, urgent]) == []
+    assert await lifetime([]) == ["c-routine"]  # the finished urgent one is not issued again
+    assert await lifetime([], then="cancel") == ["c-routine"]
+    assert await lifetime([]) == []  # cancelled: ended for good

@@ -144,8 +144,11 @@ class CampaignService:
         policy: CampaignPolicy | None = None,
         wall_clock: WallClock | None = None,
         ledger: Ledger | None = None,
+        on_ended: Callable[[str, CampaignState], object] | None = None,
     ) -> None:
         self.registry = registry
+        self.on_ended = on_ended
+        """Told when a campaign is done, cancelled or expired (not when the service stops)."""
         self.policy = policy if policy is not None else load_campaign_policy()
         self.wall_clock = wall_clock if wall_clock is not None else default_wall_clock()
         p = self.policy
@@ -173,7 +176,7 @@ class CampaignService:
     ) -> AsyncIterator[CampaignService]:
         """Run the service for the ``async with``; leaving it stops all sending.
 
-        Options: ``policy``, ``wall_clock``, ``ledger`` (see the constructor).
+        Options: ``policy``, ``wall_clock``, ``ledger``, ``on_ended`` (see the constructor).
         """
         async with trio.open_nursery() as nursery:
             service = cls(registry, outbox, nursery, **options)  # type: ignore[arg-type]
@@ -444,6 +447,8 @@ class CampaignService:
             log.info("campaign %s expired", run.plan.campaign.id)
         elif run.state in ("scheduled", "running"):
             run.state = "done"
+        if self.on_ended is not None:  # not reached when the service itself is stopping
+            self.on_ended(run.plan.campaign.id, run.state)
 
     async def _quiet(self, run: _Run, task: _Task | None) -> None:
         """Routine content waits out quiet hours (deferred, not dropped)."""
