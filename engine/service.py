@@ -280,7 +280,7 @@ async def serve(
     snapshot. Input ending (end of file) does not stop the service: deadlines still run.
 
     With ``campaigns``, campaigns are taken from their source too and their actions go to the
-    same outbox; sends still paced at shutdown are not made (campaigns are not journaled)."""
+    same outbox; accepted campaigns not yet ended are issued again on the next start."""
     stats = ServiceStats()
     stop = stop if stop is not None else trio.Event()
     if campaigns is not None:
