@@ -166,6 +166,28 @@ async def test_redis_streams_garbage(server: RedisServer, mix):
     assert int(r.xpending(names.intake, "wd-engine")["pending"]) == 0
 
 
+async def start_serve(
+    nursery: trio.Nursery,
+    engine: Engine,
+    intake: object,
+    sink: object,
+    stop: trio.Event,
+    **options: object,
+) -> ServiceStats:
+    """Start ``serve`` (no signal handling) in ``nursery``; returns its live counters."""
+    return await nursery.start(
+        lambda task_status: serve(
+            engine,
+            intake,  # type: ignore[arg-type]
+            sink,  # type: ignore[arg-type]
+            stop=stop,
+            handle_signals=False,
+            task_status=task_status,
+            **options,  # type: ignore[arg-type]
+        )
+    )
+
+
 async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_path: Path):
     send, intake = open_memory_intake()
     sink, out = open_memory_outbox(capacity=10_000)
@@ -182,17 +204,14 @@ async def test_serve_shuts_down_cleanly_with_everything_sent_and_a_snapshot(tmp_
         Engine.open(DIRECTORY, RULES, journal=journal) as engine,
         trio.open_nursery() as nursery,
     ):
-        stats = await nursery.start(
-            lambda task_status: serve(
-                engine,
-                intake,
-                sink,
-                stop=stop,
-                handle_signals=False,
-                observers=[observe],
-                input_observers=[lambda items, now: accepted.extend(items)],
-                task_status=task_status,
-            )
+        stats = await start_serve(
+            nursery,
+            engine,
+            intake,
+            sink,
+            stop,
+            observers=[observe],
+            input_observers=[lambda items, now: accepted.extend(items)],
         )
         for i in range(40):
             await send.send(warning_json(i))
@@ -305,17 +324,7 @@ async def test_serve_issues_campaigns_into_the_same_outbox() -> None:
             observers=[lambda batch, now: seen.extend(batch)],
             on_issued=lambda c: issued.append(c.id),
         )
-        stats = await nursery.start(
-            lambda task_status: serve(
-                engine,
-                intake,
-                sink,
-                stop=stop,
-                handle_signals=False,
-                campaigns=camp,
-                task_status=task_status,
-            )
-        )
+        stats = await start_serve(nursery, engine, intake, sink, stop, campaigns=camp)
         await send_c.send(json.dumps(good).encode())
         await send_c.send(json.dumps({**good, "id": "c2", "audience": "eldery"}).encode())
         await send_c.send(b"{not json")
@@ -380,17 +389,7 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
         ):
             pending_at_start = [cid for cid, _ in engine.pending_campaigns()]
             camp = Campaigns(source, service, c_recv)  # type: ignore[arg-type]
-            stats = await nursery.start(
-                lambda task_status: serve(
-                    engine,
-                    intake,
-                    sink,
-                    stop=stop,
-                    handle_signals=False,
-                    campaigns=camp,
-                    task_status=task_status,
-                )
-            )
+            stats = await start_serve(nursery, engine, intake, sink, stop, campaigns=camp)
             for raw in send_first:
                 await send_c.send(raw)
             with trio.fail_after(5):
