@@ -138,6 +138,17 @@ class _Mailbox(Generic[T]):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
 
+def _drain(box: _Mailbox[T], apply: Callable[[T, float], None], now: float) -> int:
+    """Apply up to ``BATCH`` queued items at ``now`` and wake blocked senders; how many."""
+    q = box.queue
+    k = min(len(q), BATCH)
+    for _ in range(k):
+        apply(q.popleft(), now)
+    if k and box.space:
+        box.space.unpark_all()
+    return k
+
+
 class ActionStream:
     """Async iterator over the outbox's actions, fed in batches.
 
@@ -651,26 +662,10 @@ class Engine:
         try:
             while True:
                 now = self._clock()
-                busy = False
-                applied = 0
-                if intake.queue:
-                    busy = True
-                    q = intake.queue
-                    k = min(len(q), BATCH)
-                    for _ in range(k):
-                        self._on_intake(q.popleft(), now)
-                    applied += k
-                    if intake.space:
-                        intake.space.unpark_all()
-                if feedback.queue:
-                    busy = True
-                    q2 = feedback.queue
-                    k = min(len(q2), BATCH)
-                    for _ in range(k):
-                        self._on_feedback(q2.popleft(), now)
-                    applied += k
-                    if feedback.space:
-                        feedback.space.unpark_all()
+                applied = _drain(intake, self._on_intake, now) + _drain(
+                    feedback, self._on_feedback, now
+                )
+                busy = applied > 0
                 n = 0
                 while heap and heap[0][0] <= now and n < BATCH:
                     _, seq, wid = heapq.heappop(heap)
