@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 
 from engine.model import Action
 from engine.transport import JsonLinesDeadLetters, JsonLinesIntake, JsonLinesOutbox
+from tests.props import examples
 from tests.transport_support import action, consume, garbage, is_garbage, warning_json
 
 
 def _dead_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """JSON lines split on ``\n`` only: ``str.splitlines`` would also split on U+0085 or
+    U+2028, which a JSON string may legally hold unescaped."""
+    return [json.loads(line) for line in path.read_bytes().split(b"\n") if line]
 
 
 def _raw_of(record: dict) -> bytes:
@@ -31,7 +34,7 @@ def _raw_of(record: dict) -> bytes:
     return base64.b64decode(record["raw_b64"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), garbage), min_size=1, max_size=12))
 async def test_garbage_is_dead_lettered_and_good_lines_come_through_in_order(mix):
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,15 +94,16 @@ async def test_fifo_cancelled_read_loses_nothing(tmp_path):
     with trio.move_on_after(0.05) as scope:
         await intake.receive_batch()  # nothing written yet: blocks, then is cancelled
     assert scope.cancelled_caught
-    os.write(wfd, warning_json(1) + b"\n" + warning_json(2)[:20])
+    w2 = warning_json(2)
+    os.write(wfd, warning_json(1) + b"\n" + w2[:20])
     with trio.move_on_after(0.05):  # a partial line is buffered, not lost, across a cancel
         assert [d.id for d in await intake.receive_batch()] == ["1"]
         await intake.receive_batch()
-    os.write(wfd, warning_json(2)[20:] + b"\n")
+    os.write(wfd, w2[20:] + b"\n")
     os.close(wfd)
     with trio.fail_after(5):
         (d,) = await intake.receive_batch()
-        assert d.raw == warning_json(2) and d.id == "2"
+        assert d.raw == w2 and d.id == "2"
         with pytest.raises(trio.EndOfChannel):
             await intake.receive_batch()
     await intake.aclose()
@@ -163,3 +167,18 @@ def test_stdin_to_stdout_pipe():
     (dead,) = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith(b"{")]
     assert dead["source"] == "jsonl:stdin" and dead["source_id"] == "2"
     assert base64.b64decode(dead["raw_b64"]) == b"\xff\xfe garbage"
+
+
+async def test_crlf_lines_decode_and_dead_letters_keep_their_bytes(tmp_path):
+    """A line is every byte before ``\\n``: a CRLF warning is accepted (``\\r`` is JSON
+    whitespace), and a bad CRLF line is dead-lettered with its ``\\r`` intact."""
+    src, dead_path = tmp_path / "in.jsonl", tmp_path / "dead.jsonl"
+    src.write_bytes(warning_json(1) + b"\r\n" + b"\x00\r\n" + b"\r\n" + warning_json(2) + b"\r\n")
+    dead = JsonLinesDeadLetters(dead_path)
+    intake = await JsonLinesIntake.open(src, dead_letters=dead)
+    with trio.fail_after(5):
+        assert await consume(intake, 2) == ["w-1", "w-2"]
+    await intake.aclose()
+    await dead.aclose()
+    (rec,) = _dead_records(dead_path)
+    assert (rec["source_id"], _raw_of(rec)) == ("2", b"\x00\r")  # line 3 was blank: skipped

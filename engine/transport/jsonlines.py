@@ -1,6 +1,9 @@
 """JSON lines over pipes and files: intake on stdin or a file/FIFO, actions on stdout or a file.
 
-One JSON object per line. The transport frames lines and nothing more: a line that is not a
+One JSON object per line. A line ends at ``\n`` and is every byte before it, exactly as it
+arrived: a ``\r`` before the ``\n`` (CRLF files) stays part of the line, where the JSON decoder
+reads it as whitespace, and a dead letter keeps it. A line of only whitespace is skipped. The
+transport frames lines and nothing more: a line that is not a
 valid warning is dead-lettered by the engine (``dead_letter(delivery, reason)``), which writes
 ``{"reason", "source", "source_id" (line number), "at", "raw" | "raw_b64"}`` as one JSON line
 to the dead-letter file (stderr by default). Lines longer than ``max_line`` bytes are
@@ -211,7 +214,7 @@ class JsonLinesIntake:
     def _emit(self, line: bytes) -> None:
         self._line += 1
         if line.strip():
-            self._ready.append(Delivery(str(self._line), line.removesuffix(b"\r"), self.name))
+            self._ready.append(Delivery(str(self._line), line, self.name))
 
     async def ack(self, ids: Sequence[str]) -> None:
         """Nothing to tell a pipe; just forget the lines."""
