@@ -134,6 +134,37 @@ def validate_warning(warning: WarningInstruction, rules: EscalationRules) -> Non
         raise InvalidWarning("target", f"a target of type {allowed} for kind {warning.kind!r}")
 
 
+MAX_CLOCK_SKEW_S: Final = 300.0
+"""How far ``issued_at`` may lie ahead of the engine's clock: the centre's clock and ours may
+disagree by a few minutes, but a warning issued an hour from now is a wrong clock or a wrong
+date, and accepting it would hide that."""
+
+
+def validate_arrival(warning: WarningInstruction, now: float) -> None:
+    """Reject, at the edge, a warning that could only ever be recorded, never acted on.
+
+    An alert or update whose ``expires`` has passed when it arrives would be accepted and end at
+    once with nothing sent, which the warning centre could only find in its timeline. A cancel
+    is always taken (it ends what may still be running). ``now`` is the engine's clock (epoch s).
+    """
+    ahead = warning.issued_at.timestamp() - now
+    if ahead > MAX_CLOCK_SKEW_S:
+        raise InvalidWarning(
+            "issued_at",
+            f"a time at most {MAX_CLOCK_SKEW_S:g} s ahead of the engine's clock "
+            f"(it is {ahead:,.0f} s ahead: check the sender's clock and date)",
+        )
+    if warning.msg_type == "cancel":
+        return
+    late = now - warning.expires.timestamp()
+    if late >= 0:
+        raise InvalidWarning(
+            "expires",
+            f"a time still to come when the engine receives the warning (it had passed "
+            f"{late:,.0f} s before arrival, so nothing would be sent)",
+        )
+
+
 class _Step:
     """Scratch space for one call of :func:`step`: collects actions and timeline lines."""
 

@@ -53,7 +53,7 @@ from engine.durability import (
     Ticked,
 )
 from engine.journal import Journal
-from engine.machine import TICK, Event, WarningState, step, validate_warning
+from engine.machine import TICK, Event, WarningState, step, validate_arrival, validate_warning
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -435,13 +435,20 @@ class Engine:
 
     # --- validation at the edge ------------------------------------------------------------
 
+    def check_warning(self, warning: WarningInstruction) -> None:
+        """Raise :class:`InvalidWarning` for a decoded warning this engine cannot act on: a kind
+        or target the rules do not allow, or one that expired before it arrived or is issued
+        too far ahead of the engine's clock (:func:`engine.machine.validate_arrival`)."""
+        validate_warning(warning, self.rules)
+        validate_arrival(warning, self.now())
+
     def _check_warning(self, warning: WarningInstruction | bytes | str) -> WarningInstruction:
         try:
             if not isinstance(warning, WarningInstruction):
                 if not isinstance(warning, bytes | str):
                     raise InvalidWarning("(message)", "a WarningInstruction or its JSON")
                 warning = decode_warning(warning)
-            validate_warning(warning, self.rules)
+            self.check_warning(warning)
         except InvalidWarning as exc:
             wid = warning.id if isinstance(warning, WarningInstruction) else None
             self._dead_letter("warning", str(exc), wid, warning)

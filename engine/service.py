@@ -28,7 +28,6 @@ import trio
 
 from engine.campaigns import Campaign, CampaignError, CampaignService
 from engine.campaigns.model import decode_campaign
-from engine.machine import validate_warning
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -113,7 +112,7 @@ async def run_intake(
 
     def decode(raw: bytes) -> WarningInstruction:
         w = _decode_warning(raw)
-        validate_warning(w, engine.rules)
+        engine.check_warning(w)
         return w
 
     await _pump(engine, source, decode, engine.submit_many, stats, "warnings", observers)  # type: ignore[arg-type]

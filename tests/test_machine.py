@@ -6,9 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.directory import Responders
-from engine.machine import TICK, Intake, WarningState, step, validate_warning
+from engine.machine import (
+    MAX_CLOCK_SKEW_S,
+    TICK,
+    Intake,
+    WarningState,
+    step,
+    validate_arrival,
+    validate_warning,
+)
 from engine.model import (
     Acknowledged,
     Action,
@@ -37,6 +47,7 @@ FULL = Responders(
     resident=7,
 )
 PHONE = "13800005678"
+DAY = 86400
 
 
 def warning(
@@ -357,3 +368,29 @@ def test_phone_never_shown_in_repr() -> None:
     _, actions, _ = step(None, intake(warning(target=PhoneTarget(PHONE)), unknown), 0.0, RULES)
     call = next(a for a in actions if a.action == "call")
     assert call.to == f"phone:{PHONE}" and PHONE not in repr(call) and "5678" in repr(call)
+
+
+@given(
+    issued=st.integers(-2 * DAY, 2 * DAY),  # whole seconds: the boundaries are exact
+    life=st.integers(1, 3 * DAY),
+    msg_type=st.sampled_from(["alert", "update", "cancel"]),
+)
+def test_arrival_rejects_exactly_what_could_never_be_acted_on(
+    issued: int, life: int, msg_type: str
+) -> None:
+    """Relative to the engine's clock: rejected iff issued too far ahead, or (not a cancel)
+    already expired; the error names the field that is wrong."""
+    now = T0.timestamp()
+    w = msgspec.structs.replace(
+        warning(msg_type=msg_type),
+        issued_at=T0 + timedelta(seconds=issued),
+        expires=T0 + timedelta(seconds=issued + life),
+    )
+    ahead = issued > MAX_CLOCK_SKEW_S
+    expired = msg_type != "cancel" and issued + life <= 0
+    if not (ahead or expired):
+        validate_arrival(w, now)
+        return
+    with pytest.raises(InvalidWarning) as err:
+        validate_arrival(w, now)
+    assert err.value.field == ("issued_at" if ahead else "expires")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -12,9 +13,11 @@ from click.testing import CliRunner
 
 from engine.campaigns.model import decode_campaign
 from engine.cli import MESSAGES, main
+from engine.directory import Responders, StaticDirectory
 from engine.machine import validate_warning
-from engine.model import Action, decode_feedback, decode_warning
+from engine.model import Action, InvalidWarning, decode_feedback, decode_warning
 from engine.rules.escalation import load_escalation
+from engine.scheduler import Engine
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FEEDBACK_TYPES = {"ack", "call", "read", "visit", "outcome"}
@@ -61,3 +64,43 @@ def test_schema_command_prints_a_json_schema(message: str) -> None:
     assert result.exit_code == 0, result.output
     schema = json.loads(result.output)
     assert "$defs" in schema and ("$ref" in schema or "anyOf" in schema)
+
+
+def _readme_warnings() -> list[str]:
+    return [line for line in examples() if kind_of(json.loads(line)) == "warning"]
+
+
+async def _paste_into_engine(at: datetime) -> tuple[Engine, list[str]]:
+    """Submit every README warning to an engine whose clock reads ``at``; the reasons of those
+    it refuses, in order."""
+    reasons: list[str] = []
+    directory = StaticDirectory(county_centre="cc", fallback=Responders(county_centre="cc"))
+    async with Engine.open(directory, wall_clock=lambda: at) as engine:
+        for line in _readme_warnings():
+            try:
+                await engine.submit(line)
+            except InvalidWarning as exc:
+                reasons.append(str(exc))
+        engine.close()
+        async for _ in engine.actions():
+            pass
+    return engine, reasons
+
+
+async def test_readme_warnings_are_acted_on_when_they_are_current() -> None:
+    first = decode_warning(_readme_warnings()[0])
+    last = max(decode_warning(w).issued_at for w in _readme_warnings())
+    engine, reasons = await _paste_into_engine(last + timedelta(minutes=1))
+    assert reasons == []
+    assert engine.stats.actions > 0 and engine.status(first.id) is not None
+
+
+async def test_readme_warnings_pasted_a_year_later_say_why_nothing_happens() -> None:
+    """Whatever the date, the examples stay usable: a year on, every alert and update is
+    refused with the reason (it expired before it arrived); only the cancel is taken."""
+    first = decode_warning(_readme_warnings()[0])
+    engine, reasons = await _paste_into_engine(first.issued_at + timedelta(days=365))
+    cancels = [w for w in _readme_warnings() if decode_warning(w).msg_type == "cancel"]
+    assert len(reasons) == len(_readme_warnings()) - len(cancels) > 0
+    assert all(r.startswith("expires: ") and "before arrival" in r for r in reasons)
+    assert engine.stats.actions == 0 and engine.stats.dead_letters == len(reasons)

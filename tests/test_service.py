@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from engine.transport import (
     open_redis_transport,
 )
 from engine.transport.redis_streams import SourceOptions
+from tests.props import examples
 from tests.test_durability import DIRECTORY, RULES
 from tests.transport_support import garbage, is_garbage, warning_json
 
@@ -64,7 +66,7 @@ FEEDBACK_GARBAGE = st.one_of(
 )
 
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -134,7 +136,7 @@ def server() -> Iterator[RedisServer]:
 
 @pytest.mark.redis
 @settings(
-    max_examples=8,
+    max_examples=examples(8),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -408,3 +410,38 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
     assert await lifetime([]) == ["c-routine"]  # the finished urgent one is not issued again
     assert await lifetime([], then="cancel") == ["c-routine"]
     assert await lifetime([]) == []  # cancelled: ended for good
+
+
+async def test_serve_dead_letters_warnings_that_cannot_be_acted_on():
+    """Expired on arrival, or issued an hour ahead of the engine's clock: each is refused with
+    its reason where the centre can see it, and counted; the next good warning is acted on."""
+    send, intake = open_memory_intake()
+    sink, out = open_memory_outbox(capacity=1000)
+    stop = trio.Event()
+    now = datetime.now(UTC)
+    expired = {**json.loads(warning_json(1, now - timedelta(days=2))), "id": "late"}
+    ahead = {**json.loads(warning_json(2, now + timedelta(hours=1))), "id": "ahead"}
+    async with Engine.open(DIRECTORY, RULES) as engine, trio.open_nursery() as nursery:
+        stats = await start_serve(nursery, engine, intake, sink, stop)
+        for raw in (json.dumps(expired).encode(), json.dumps(ahead).encode(), warning_json(3)):
+            await send.send(raw)
+        with trio.fail_after(5):
+            while stats.warnings + stats.dead_letters < 3:
+                await trio.sleep(0.005)
+        stop.set()
+    reasons = {json.loads(d.raw)["id"]: d.reason for d in intake.dead_letters}
+    assert reasons.keys() == {"late", "ahead"} and stats.dead_letters == 2
+    assert reasons["late"].startswith("expires: ") and "before arrival" in reasons["late"]
+    assert reasons["ahead"].startswith("issued_at: ") and "ahead" in reasons["ahead"]
+    assert stats.warnings == 1 and engine.status("w-3") is not None
+    assert engine.status("late") is None and engine.status("ahead") is None
+    sent = [a for batch in iter_nowait(out) for a in batch]
+    assert {a.warning_id for a in sent} == {"w-3"}
+
+
+def iter_nowait(channel: trio.MemoryReceiveChannel[tuple[Action, ...]]):
+    while True:
+        try:
+            yield channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
