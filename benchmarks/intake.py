@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trio
@@ -69,6 +70,10 @@ CONFIGS = (
 )
 
 
+NOW = datetime.now(UTC)
+"""Warnings are issued a minute before the run starts and live a day: valid on any date."""
+
+
 def warning_json(run: str, i: int) -> bytes:
     return json.dumps(
         {
@@ -76,8 +81,8 @@ def warning_json(run: str, i: int) -> bytes:
             "kind": "fraud",
             "level": 1,
             "target": {"type": "resident", "id": i % 100_000},
-            "issued_at": "2026-11-25T08:00:00+08:00",
-            "expires": "2036-11-25T08:00:00+08:00",
+            "issued_at": (NOW - timedelta(minutes=1)).isoformat(),
+            "expires": (NOW + timedelta(days=1)).isoformat(),
         }
     ).encode()
 

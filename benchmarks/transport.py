@@ -26,6 +26,7 @@ import os
 import statistics
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import trio
 from rich.console import Console
@@ -47,10 +48,13 @@ from engine.transport import (
 from engine.transport.redis_clients import ClientName, open_client
 
 CLIENTS: list[ClientName] = ["coredis", "redis-py"]
+_NOW = datetime.now(UTC)
 RAW = (
     b'{"id":"w-1","kind":"fraud","level":2,"target":{"type":"resident","id":1234},'
-    b'"issued_at":"2026-11-25T08:00:00+08:00","expires":"2026-11-26T08:00:00+08:00"}'
+    + f'"issued_at":"{_NOW.isoformat()}",'.encode()
+    + f'"expires":"{(_NOW + timedelta(days=1)).isoformat()}"}}'.encode()
 )
+"""A warning issued when the run starts, valid for a day: the same size on any date."""
 _ns = iter(range(10**9))
 
 

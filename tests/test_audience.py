@@ -19,6 +19,7 @@ from engine.audience.expr import to_text
 from engine.audience.plan import Audience
 from engine.registry.registry import Registry, UnknownNameError
 from engine.registry.units import RegistryError
+from tests.props import examples
 from tests.small_county import (
     EXPRESSIONS,
     GRID_OFFICERS,
@@ -155,10 +156,12 @@ class AudienceMachine(RuleBasedStateMachine):
 
 
 TestAudienceMachine = AudienceMachine.TestCase
-TestAudienceMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+TestAudienceMachine.settings = settings(
+    max_examples=examples(150), stateful_step_count=30, deadline=None
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(
         st.tuples(st.sampled_from(GRID_KEYS), st.sets(st.sampled_from(TAGS))),

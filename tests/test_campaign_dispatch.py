@@ -37,6 +37,7 @@ from engine.campaigns.model import (
     UnknownCampaign,
     UnknownTask,
 )
+from tests.props import examples
 from tests.small_county import model_eval
 from tests.test_campaign_support import (
     BASE,
@@ -296,7 +297,9 @@ OPS = st.lists(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(rows=ROWS, ops=OPS)
 async def test_everyone_sent_once_capped_duplicate_or_dropped(autojump_clock, rows, ops) -> None:

@@ -33,6 +33,7 @@ from engine.campaigns.plan import apply_plan, plan_campaign
 from engine.campaigns.policy import CampaignPolicy, QuietHours, load_campaign_policy
 from engine.registry.registry import UnknownNameError
 from engine.rules.loading import RuleError, default_rules_dir
+from tests.props import examples
 from tests.small_county import model_eval
 from tests.test_campaign_support import (
     BASE,
@@ -150,7 +151,7 @@ def msgspec_replace(c: Campaign, **changes: object) -> Campaign:
 # Quiet hours would defer and never cap differently, but they make "now" matter for expiry;
 # the machine's clock starts at 10:00 and the routine expiry is 3 days, so nothing expires.
 TestCampaigns = Campaigns.TestCase
-TestCampaigns.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestCampaigns.settings = settings(max_examples=examples(100), stateful_step_count=30, deadline=None)
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def test_no_quiet_hours_when_start_equals_end() -> None:
 # --- pacing ----------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rate=st.sampled_from([0.5, 1.0, 1 / 3, 20.0]),
     burst=st.integers(1, 10),

@@ -16,6 +16,7 @@ import msgspec
 import trio
 
 from engine.journal import Journal
+from tests.child import LineReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +32,14 @@ def run_and_kill(folder: Path, rng: random.Random) -> tuple[int, list[int]]:
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.startswith(b"ready "), (first, proc.stderr.read() if proc.stderr else b"")
+        reader = LineReader(proc.stdout)
+        first = reader.readline(timeout=20)
+        assert first.startswith(b"ready "), first
         start = int(first.split()[1])
         time.sleep(rng.uniform(0.02, 0.35))
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=10)
+        out = reader.take_buffered() + out
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,6 +26,7 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.rules.escalation import load_escalation
+from tests.props import examples
 
 RULES = load_escalation()
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -244,7 +245,7 @@ class MachineModel(RuleBasedStateMachine):
 
 
 MachineModel.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=examples(300),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -25,6 +25,7 @@ from benchmarks.peers import (
 )
 from engine.audience.expr import All, And, Diff, Node, Not, Or, Tag, Unit, parse
 from engine.testing import RedisServer
+from tests.props import examples
 
 pytestmark = pytest.mark.redis
 
@@ -90,7 +91,7 @@ def _check_all_agree(peers: list, reference: PythonSetPeer, nodes: list[Node]) -
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -115,7 +116,7 @@ def test_every_peer_matches_the_reference(
             p.close()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(population=populations(), nodes=st.lists(_expressions(), min_size=1, max_size=6))
 def test_in_process_peers_match_the_reference_more_often(
     population: tuple[int, np.ndarray, dict[str, np.ndarray]], nodes: list[Node]
@@ -220,7 +221,7 @@ def test_redis_peer_owns_a_server_when_given_none() -> None:
         redis.Redis(port=port, socket_connect_timeout=1.0).ping()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.sets(st.integers(0, 5000), max_size=400))
 def test_redis_bit_packing_round_trips(members: set[int]) -> None:
     ids = np.array(sorted(members), dtype=np.int64)

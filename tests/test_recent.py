@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from engine.registry.recent import RecentTags
 from engine.rules.taxonomy import Taxonomy
+from tests.props import examples
 from tests.small_county import make_registry
 
 DAY = 86400.0
@@ -47,7 +48,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(OPS)
 def test_tags_match_the_last_mark_within_the_window(ops: list[tuple]) -> None:
     reg, recent = county()

@@ -49,7 +49,7 @@ def test_starts_answers_ping_and_stops_cleanly() -> None:
         assert srv.url == f"redis://127.0.0.1:{srv.port}/0"
         r = srv.client()
         assert r.ping() is True
-        assert redis.Redis.from_url(srv.url).ping() is True
+        assert redis.Redis.from_url(srv.url, socket_timeout=10).ping() is True
         assert r.config_get("save") == {"save": ""}
         assert r.config_get("appendonly") == {"appendonly": "no"}
         assert r.config_get("daemonize") == {"daemonize": "no"}

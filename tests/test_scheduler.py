@@ -34,6 +34,7 @@ from engine.model import (
 )
 from engine.rules.escalation import load_escalation
 from engine.scheduler import Engine
+from tests.props import examples
 
 RULES = load_escalation()
 
@@ -442,7 +443,9 @@ OPS = st.lists(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=OPS)
 async def test_random_operations_leave_every_warning_ended_or_scheduled(

@@ -26,6 +26,7 @@ from engine import durability
 from engine.journal.reader import read_journal
 from engine.rules.escalation import load_escalation
 from engine.testing import RedisServer
+from tests.child import LineReader
 from tests.transport_support import warning_json
 
 pytestmark = pytest.mark.redis
@@ -188,7 +189,7 @@ def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path)
             proc.stdin.write(warning_json(i) + b"\n")
         proc.stdin.write(b"not json\n")
         proc.stdin.flush()
-        actions = [json.loads(proc.stdout.readline()) for _ in range(40)]  # two per warning
+        actions = [json.loads(line) for line in LineReader(proc.stdout).lines(40)]  # 2 each
         wait_serving(log, 1)
         assert stop(proc, signal.SIGTERM) == 0, log.read_text()[-2000:]
     finally:

@@ -21,6 +21,7 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.stats import Stats, group_percentiles
+from tests.props import examples
 
 T = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -191,7 +192,7 @@ WARNINGS = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(WARNINGS)
 def test_officer_counts_sum_to_county_and_percentiles_match(
     warnings: list[tuple[int, float, bool, int, int]],

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from engine.audience.expr import RESERVED, Tag, parse
 from engine.rules.loading import RuleError, default_rules_dir
 from engine.rules.taxonomy import KEY_PATTERN, TagDef, Taxonomy, load_taxonomy
+from tests.props import examples
 
 REQUIRED = (
     "elderly",
@@ -500,7 +501,7 @@ def test_suggest_is_fast():
     assert mean < 0.003, f"suggest takes {mean * 1e3:.2f} ms per call"
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(word=st.text(max_size=80), n=st.integers(min_value=-2, max_value=12))
 def test_suggest_never_raises_and_returns_real_keys(word, n):
     tx = shipped()

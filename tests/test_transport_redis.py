@@ -27,6 +27,7 @@ from engine.transport import (
     open_redis_transport,
 )
 from engine.transport.redis_clients import ClientName, StreamClient, open_client
+from tests.props import examples
 from tests.transport_support import action, consume, garbage, is_garbage, warning_json
 
 pytestmark = pytest.mark.redis
@@ -203,7 +204,7 @@ async def test_random_cancellation_under_load_loses_and_duplicates_nothing(serve
 
 
 @settings(
-    max_examples=15,
+    max_examples=examples(15),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

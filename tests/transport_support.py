@@ -4,6 +4,7 @@ that decodes with the real model and dead-letters what it rejects (as the engine
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
@@ -11,16 +12,22 @@ from engine.model import Action, InvalidWarning, decode_warning
 from engine.transport.base import IntakeSource
 
 
-def warning_json(i: int) -> bytes:
-    """A valid warning instruction, numbered so order can be checked."""
+def warning_json(i: int, now: datetime | None = None) -> bytes:
+    """A valid warning instruction, numbered so order can be checked.
+
+    Issued a minute before ``now`` (default: the wall clock, which is what a ``serve`` child
+    and an engine opened without ``wall_clock`` use) and expiring a day after it, so it is
+    live whatever the date the suite runs on.
+    """
+    now = now if now is not None else datetime.now(UTC)
     return json.dumps(
         {
             "id": f"w-{i}",
             "kind": "fraud",
             "level": 1 + i % 4,
             "target": {"type": "resident", "id": i},
-            "issued_at": "2026-11-25T08:00:00+08:00",
-            "expires": "2026-11-26T08:00:00+08:00",
+            "issued_at": (now - timedelta(minutes=1)).isoformat(),
+            "expires": (now + timedelta(days=1)).isoformat(),
         }
     ).encode()
 
