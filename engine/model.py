@@ -8,12 +8,12 @@ make every garbage collection walk all of them.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
-from engine.errors import explain
+from engine.errors import explain_message
 from engine.privacy import mask_phone
 
 # --- warning instructions -------------------------------------------------------------------
@@ -34,6 +34,28 @@ MsgType = Literal["alert", "update", "cancel"]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 """Wall-clock time from the warning centre; must carry a time zone so it is unambiguous."""
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+"""Times outside these bounds are refused at the edge: the engine turns every time into epoch
+seconds and the journal into UTC, and a year-1 time with a +14:00 offset cannot be converted."""
+
+RESIDENT_ID_MAX = 2**31 - 1
+"""Registry ids are dense and start at 0; anything larger is not an id the journal can hold."""
+
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+def check_time(name: str, value: datetime) -> None:
+    """Raise ``ValueError`` naming the field (msgspec turns it into a validation error) if
+    ``value`` is not a time the engine can hold (see :data:`EARLIEST`, :data:`LATEST`)."""
+    try:
+        ok = EARLIEST <= value.astimezone(UTC) <= LATEST
+    except (OverflowError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"`{name}` must be a time from 2000 to 2999 (UTC)")
+
+
 KNOWN_KINDS = ("fraud", "help_request", "missing_person", "road_hazard")
 
 
@@ -42,7 +64,7 @@ class ResidentTarget(
 ):
     """A resident known by the registry's dense id."""
 
-    id: Annotated[int, msgspec.Meta(ge=0)]
+    id: Annotated[int, msgspec.Meta(ge=0, le=RESIDENT_ID_MAX)]
 
 
 class PhoneTarget(msgspec.Struct, frozen=True, gc=False, tag="phone", forbid_unknown_fields=True):
@@ -97,6 +119,8 @@ class WarningInstruction(
     msg_type: MsgType = "alert"
 
     def __post_init__(self) -> None:
+        check_time("issued_at", self.issued_at)
+        check_time("expires", self.expires)
         if self.expires <= self.issued_at:
             raise ValueError("`expires` must be later than `issued_at`")
 
@@ -111,7 +135,7 @@ class _Feedback(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unkn
     """Common fields: which warning, and optionally which action (idempotency key) it answers."""
 
     warning_id: WarningId
-    key: str | None = None
+    key: ShortText | None = None
 
 
 class Acknowledged(_Feedback, tag="ack"):
@@ -133,7 +157,7 @@ class MessageRead(_Feedback, tag="read"):
 class VisitDone(_Feedback, tag="visit"):
     """A neighbour or village cadre saw the resident in person."""
 
-    visitor: str | None = None
+    visitor: ShortText | None = None
 
 
 class Outcome(_Feedback, tag="outcome"):
@@ -206,12 +230,20 @@ class InvalidFeedback(InvalidMessage):
 def _translate(
     exc: msgspec.ValidationError | msgspec.DecodeError, error: type[InvalidMessage]
 ) -> InvalidMessage:
-    """Turn msgspec's message into (dotted field, what was expected)."""
-    field, what = explain(exc)
-    if not field and what.startswith("`"):  # raised by __post_init__: "`expires` must be ..."
-        field = what.split("`")[1]
+    """Turn msgspec's message into (dotted field, what was expected), without repeating any
+    value the sender wrote (reasons reach logs; see :func:`engine.errors.explain`)."""
+    field, what = explain_message(exc, CHOICES)
     return error(field, what or "a valid message")
 
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "msg_type": get_args(MsgType),
+    "result": get_args(CallResultKind),
+    "outcome": get_args(OutcomeKind),
+    "type": ("ack", "call", "read", "visit", "outcome"),
+    "target.type": ("resident", "phone", "area"),
+}
+"""Allowed values by field path, so a rejection says what was expected, not what was sent."""
 
 _warning_decoder = msgspec.json.Decoder(WarningInstruction)
 _feedback_decoder = msgspec.json.Decoder(FeedbackEvent)

@@ -180,7 +180,10 @@ def test_unknown_tag_is_named_with_suggestions(county) -> None:
     with pytest.raises(InvalidAudience) as info:
         plan_at(county, campaign(audience="eldery & student"))
     assert isinstance(info.value.cause, UnknownNameError)
-    assert "'eldery'" in str(info.value) and "elderly" in str(info.value)
+    assert "'eldery'" in info.value.detail and "elderly" in info.value.detail
+    # The reason a service stores and logs names our suggestion, never what was typed.
+    assert "eldery" not in str(info.value) and "elderly" in str(info.value)
+    assert str(info.value) == "audience: unknown tag; did you mean elderly? at position 0"
 
 
 def test_syntax_error_has_position(county) -> None:

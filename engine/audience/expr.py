@@ -62,10 +62,13 @@ Node = Tag | Unit | All | Not | And | Or | Diff
 class AudienceError(ValueError):
     """Base class for audience expression errors; carries the text and the position at fault."""
 
-    def __init__(self, message: str, expr: str, pos: int) -> None:
+    def __init__(self, message: str, expr: str, pos: int, *, safe: str | None = None) -> None:
         self.message = message
         self.expr = expr
         self.pos = pos
+        self.safe = safe if safe is not None else message
+        """The message without anything quoted from the expression (a name typed into an
+        audience may be a resident's): what a service may log or store as a reason."""
         super().__init__(f"{message} at position {pos}\n  {expr}\n  {' ' * pos}^")
 
 
@@ -90,15 +93,19 @@ def _tokenize(expr: str) -> list[tuple[str, str, int, tuple[str, str]]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise AudienceSyntaxError(f"unexpected character {expr[pos]!r}", expr, pos)
+            raise AudienceSyntaxError(
+                f"unexpected character {expr[pos]!r}", expr, pos, safe="unexpected character"
+            )
         kind = m.lastgroup
         if m.group("unit") is not None:
             unit_kind, unit_id = m.group("kind"), m.group("id")
             if unit_kind not in UNIT_KINDS:
+                expected = f"(expected one of {', '.join(UNIT_KINDS)})"
                 raise AudienceSyntaxError(
-                    f"unknown unit kind {unit_kind!r} (expected one of {', '.join(UNIT_KINDS)})",
+                    f"unknown unit kind {unit_kind!r} {expected}",
                     expr,
                     pos,
+                    safe=f"unknown unit kind {expected}",
                 )
             if not unit_id:
                 raise AudienceSyntaxError(f"missing id after '{unit_kind}:'", expr, m.end())
@@ -112,11 +119,45 @@ def _tokenize(expr: str) -> list[tuple[str, str, int, tuple[str, str]]]:
     return tokens
 
 
+MAX_LENGTH = 4000
+"""Longest expression accepted, in characters: a real audience is a few dozen."""
+MAX_DEPTH = 32
+"""Deepest nesting accepted (parentheses, ``~``, chains of ``-``). Every later stage (planning,
+rendering) walks the tree; a bound here keeps a hostile expression from exhausting the stack."""
+
+
+def _depth(node: Node) -> int:
+    """The tree's depth, without recursion (the tree may be deep: that is what is checked)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        match n:
+            case Not(operand=operand):
+                stack.append((operand, d + 1))
+            case And(items=items) | Or(items=items):
+                stack.extend((i, d + 1) for i in items)
+            case Diff(left=left, right=right):
+                stack.extend(((left, d + 1), (right, d + 1)))
+    return deepest
+
+
 class _Parser:
     def __init__(self, expr: str) -> None:
         self.expr = expr
+        if len(expr) > MAX_LENGTH:
+            raise AudienceSyntaxError(
+                f"expression longer than {MAX_LENGTH} characters", expr[:60] + "...", 60
+            )
         self.tokens = _tokenize(expr)
         self.i = 0
+        self.depth = 0
+
+    def nest(self, pos: int) -> None:
+        """Called on each '(' or '~' before descending: the parser's own recursion is bounded."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise AudienceSyntaxError(f"nested deeper than {MAX_DEPTH} levels", self.expr, pos)
 
     def peek(self) -> str:
         return self.tokens[self.i][0]
@@ -129,7 +170,8 @@ class _Parser:
     def fail(self, what: str) -> AudienceSyntaxError:
         kind, text, pos, _ = self.tokens[self.i]
         found = "the end of the expression" if kind == "end" else repr(text)
-        return AudienceSyntaxError(f"expected {what}, found {found}", self.expr, pos)
+        safe = f"expected {what}, found " + ("the end" if kind == "end" else "something else")
+        return AudienceSyntaxError(f"expected {what}, found {found}", self.expr, pos, safe=safe)
 
     def parse(self) -> Node:
         if self.peek() == "end":
@@ -139,6 +181,12 @@ class _Parser:
             if self.peek() == ")":
                 raise self.fail("an operator or the end (unbalanced ')')")
             raise self.fail("an operator (&, |, -) or the end")
+        if _depth(node) > MAX_DEPTH:
+            raise AudienceSyntaxError(
+                f"nested deeper than {MAX_DEPTH} levels (split long chains of '-' with '|' or '&')",
+                self.expr,
+                0,
+            )
         return node
 
     def expr_(self) -> Node:
@@ -165,13 +213,18 @@ class _Parser:
         kind, text, pos, unit = self.tokens[self.i]
         if kind == "~":
             self.take()
-            return Not(self.factor())
+            self.nest(pos)
+            node: Node = Not(self.factor())
+            self.depth -= 1
+            return node
         if kind == "(":
             self.take()
+            self.nest(pos)
             node = self.expr_()
             if self.peek() != ")":
                 raise self.fail("')' to close the '(' at position " + str(pos))
             self.take()
+            self.depth -= 1
             return node
         if kind == "unit":
             self.take()

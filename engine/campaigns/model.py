@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from enum import IntEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import numpy as np
 
-from engine.errors import explain
+from engine.errors import explain_message
+from engine.model import check_time
 
 Priority = Literal["routine", "urgent"]
 CampaignId = Annotated[
@@ -44,11 +45,19 @@ class InvalidCampaign(CampaignError):
 
 class InvalidAudience(CampaignError):
     """The audience expression does not parse or names an unknown tag/unit; ``cause`` has the
-    position and suggestions."""
+    position and suggestions.
+
+    ``str()`` is value-free (it reaches dead letters and logs): the kind of error, our own
+    suggestions and the position, never the text typed. ``detail`` quotes the expression with a
+    caret, for the person who typed it (the command line, an HTTP answer)."""
 
     def __init__(self, cause: Exception) -> None:
         self.cause = cause
-        super().__init__(f"audience: {cause}")
+        self.detail = f"audience: {cause}"
+        safe = getattr(cause, "safe", None)
+        pos = getattr(cause, "pos", None)
+        text = f"{safe} at position {pos}" if safe is not None else type(cause).__name__
+        super().__init__(f"audience: {text}")
 
 
 class EmptyAudience(CampaignError):
@@ -104,6 +113,10 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     expires_at: Timestamp | None = None
 
     def __post_init__(self) -> None:
+        for name in ("starts_at", "expires_at"):
+            value = getattr(self, name)
+            if value is not None:
+                check_time(name, value)
         if self.starts_at and self.expires_at and self.expires_at <= self.starts_at:
             raise ValueError("`expires_at` must be later than `starts_at`")
         if not self.text.strip() or not self.title.strip():
@@ -296,7 +309,5 @@ def decode_campaign(data: bytes | str) -> Campaign:
     try:
         return _campaign_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        field, what = explain(exc)
-        if not field and what.startswith("`"):  # raised by __post_init__: "`x` must be ..."
-            field = what.split("`")[1]
+        field, what = explain_message(exc, {"priority": get_args(Priority)})
         raise InvalidCampaign(field, what) from exc

@@ -43,7 +43,7 @@ class UnknownNameError(AudienceError):
         self.name = name
         self.suggestions = suggestions
         hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-        super().__init__(f"unknown {kind} {name!r}{hint}", expr, pos)
+        super().__init__(f"unknown {kind} {name!r}{hint}", expr, pos, safe=f"unknown {kind}{hint}")
 
 
 class Resident(msgspec.Struct, frozen=True):
