@@ -307,7 +307,7 @@ def campaign_plan(
         plan = plan_campaign(c, reg, ledger, policy, now=0.0, wall_now=noon)
         elapsed = time.perf_counter() - t0
     except (CampaignError, AudienceError, SnapshotError, RuleError, RegistryError) as exc:
-        _fail(str(exc))
+        _fail(getattr(exc, "detail", str(exc)))
         return
     console.print(f"{plan.ids.size:,} residents resolved, planned in {elapsed * 1000:.1f} ms")
     for reason in Reason:
@@ -422,7 +422,9 @@ journal_option = click.option(
     "--dead-letters",
     "dead_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Append dead letters here [stderr]; without --redis only.",
+    help="Append dead letters (reason and raw message) here [dead-letters.jsonl beside the "
+    "journal; '-' for stderr]; without --redis only. Kept apart from the logs, which never "
+    "carry message contents.",
 )
 @click.option(
     "--snapshot-every",
@@ -459,7 +461,7 @@ def serve(
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
 
-    JSON lines by default (warnings on stdin, actions on stdout, dead letters on stderr), or
+    JSON lines by default (warnings on stdin, actions on stdout, dead letters in a file), or
     Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). Stops cleanly on
     SIGINT/SIGTERM; the journal makes a restart continue where it stopped.
     """
@@ -575,7 +577,9 @@ async def _serve(
                     **watch,  # type: ignore[arg-type]
                 )
         else:
-            dead = JsonLinesDeadLetters(dead_file)
+            dead_path = dead_file if dead_file is not None else path.parent / "dead-letters.jsonl"
+            dead = JsonLinesDeadLetters(dead_path)
+            log.info("dead letters: %s", "stderr" if str(dead_path) == "-" else dead_path)
             intake = await JsonLinesIntake.open(None, dead_letters=dead)
             fb = (
                 await JsonLinesIntake.open(feedback_file, dead_letters=dead)
@@ -595,6 +599,7 @@ async def _serve(
                     out,
                     feedback=fb,
                     campaigns=campaigns(camp),
+                    dead_letters=dead,
                     **watch,  # type: ignore[arg-type]
                 )
             finally:

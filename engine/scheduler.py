@@ -139,7 +139,10 @@ class _Mailbox(Generic[T]):
 
 
 def _drain(box: _Mailbox[T], apply: Callable[[T, float], None], now: float) -> int:
-    """Apply up to ``BATCH`` queued items at ``now`` and wake blocked senders; how many."""
+    """Apply up to ``BATCH`` queued items at ``now`` and wake blocked senders; how many.
+
+    ``apply`` handles its own failures (see :meth:`Engine._guarded`): one item never stops
+    the loop, so it never stops every other warning."""
     q = box.queue
     k = min(len(q), BATCH)
     for _ in range(k):
@@ -221,7 +224,12 @@ class Engine:
         self.retain_ended_s = retain_ended_s
         self.stats = EngineStats()
         self.dead_letters: deque[DeadLetter] = deque(maxlen=1000)
-        self._on_dead_letter = on_dead_letter or self.dead_letters.append
+        self.on_dead_letter = on_dead_letter
+        """Told of every message the engine dropped *without* raising to its caller (feedback
+        for an unknown warning, a step or a journal record that failed inside the loop), so a
+        service can keep them where its transports keep dead letters. Rejections raised by
+        ``submit``/``feedback`` go to the caller instead. ``dead_letters`` keeps the last 1,000
+        of both kinds."""
         if wall_clock is None:
             wall0, t0 = datetime.now(UTC), trio.current_time()
 
@@ -294,19 +302,40 @@ class Engine:
         """Like :meth:`submit` from synchronous code; raises ``trio.WouldBlock`` when full."""
         self._intake.put_nowait(self._check_warning(warning))
 
-    async def submit_many(self, warnings: Iterable[WarningInstruction | bytes | str]) -> None:
+    async def submit_many(
+        self, warnings: Iterable[WarningInstruction | bytes | str], *, report: bool = False
+    ) -> list[tuple[int, Exception]]:
         """Submit a batch (e.g. one read from a stream) with one checkpoint, not one per item.
 
-        Stops at the first invalid one, raising :class:`InvalidWarning`; earlier ones are in.
+        By default stops at the first invalid one, raising :class:`InvalidWarning`; earlier
+        ones are in. With ``report``, every item is tried and the refused ones are returned as
+        ``(index, error)`` (a service dead-letters those and acks the rest).
         """
+        return await self._put_many(self._intake, self._check_warning, warnings, report)
+
+    async def _put_many(
+        self,
+        box: _Mailbox[T],
+        check: Callable[[object], T],
+        items: Iterable[object],
+        report: bool,
+    ) -> list[tuple[int, Exception]]:
+        refused: list[tuple[int, Exception]] = []
         await trio.lowlevel.checkpoint_if_cancelled()
-        for w in warnings:
-            checked = self._check_warning(w)
+        for i, item in enumerate(items):
             try:
-                self._intake.put_nowait(checked)
+                checked = check(item)
+            except Exception as exc:
+                if not report:
+                    raise
+                refused.append((i, exc))
+                continue
+            try:
+                box.put_nowait(checked)
             except trio.WouldBlock:
-                await self._intake.put(checked)
+                await box.put(checked)
         await trio.lowlevel.cancel_shielded_checkpoint()
+        return refused
 
     async def feedback(self, event: FeedbackEvent | bytes | str) -> None:
         """Hand a feedback event (or its JSON) to the engine. Feedback for a warning the engine
@@ -317,16 +346,12 @@ class Engine:
         """Like :meth:`feedback` from synchronous code; raises ``trio.WouldBlock`` when full."""
         self._feedback.put_nowait(self._check_feedback(event))
 
-    async def feedback_many(self, events: Iterable[FeedbackEvent | bytes | str]) -> None:
-        """Feedback in a batch, with one checkpoint; stops at the first invalid event."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        for e in events:
-            checked = self._check_feedback(e)
-            try:
-                self._feedback.put_nowait(checked)
-            except trio.WouldBlock:
-                await self._feedback.put(checked)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+    async def feedback_many(
+        self, events: Iterable[FeedbackEvent | bytes | str], *, report: bool = False
+    ) -> list[tuple[int, Exception]]:
+        """Feedback in a batch, with one checkpoint; stops at the first invalid event, or with
+        ``report`` returns the refused ones as :meth:`submit_many` does."""
+        return await self._put_many(self._feedback, self._check_feedback, events, report)
 
     def actions(self) -> ActionStream:
         """The outbox: ``async for action in engine.actions()``. Ends when the engine closes.
@@ -451,7 +476,7 @@ class Engine:
             self.check_warning(warning)
         except InvalidWarning as exc:
             wid = warning.id if isinstance(warning, WarningInstruction) else None
-            self._dead_letter("warning", str(exc), wid, warning)
+            self._dead_letter("warning", str(exc), wid, warning, raised=True)
             raise
         return warning
 
@@ -462,7 +487,7 @@ class Engine:
             if not isinstance(event, msgspec.Struct) or not hasattr(event, "warning_id"):
                 raise InvalidFeedback("(message)", "a feedback event or its JSON")
         except InvalidFeedback as exc:
-            self._dead_letter("feedback", str(exc), None, event)
+            self._dead_letter("feedback", str(exc), None, event, raised=True)
             raise
         return event
 
@@ -472,10 +497,15 @@ class Engine:
         reason: str,
         wid: str | None,
         message: object,
+        *,
+        raised: bool = False,
     ) -> None:
         self.stats.dead_letters += 1
         log.warning("dead letter (%s, warning %s): %s", source, wid, reason)
-        self._on_dead_letter(DeadLetter(self.now(), source, reason, wid, message))
+        letter = DeadLetter(self.now(), source, reason, wid, message)
+        self.dead_letters.append(letter)
+        if not raised and self.on_dead_letter is not None:
+            self.on_dead_letter(letter)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -543,13 +573,41 @@ class Engine:
             self._live[wid] = self._seq
             heapq.heappush(self._heap, (deadline, self._seq, wid))
 
+    def _encoded(self, record: durability.Record, wid: str, message: object) -> bytes | None:
+        """The journal bytes of ``record``, made *before* the step is applied: a message the
+        journal cannot hold is refused whole, never applied without being durable."""
+        if self._journal is None:
+            return b""
+        try:
+            return durability.encode(record)
+        except Exception as exc:
+            why = f"cannot be journaled ({type(exc).__name__})"
+            self._dead_letter("internal", why, wid, message)
+            return None
+
+    def _failed(self, exc: Exception, wid: str | None, message: object) -> None:
+        """Something unforeseen broke while one item was applied: dead-letter that item, keep
+        the loop (and every other warning) going. The log has the error's kind, never its
+        message (which may quote the item)."""
+        log.error("applying an item of warning %s failed: %s", wid, type(exc).__name__)
+        self._dead_letter("internal", f"could not be applied ({type(exc).__name__})", wid, message)
+
     def _on_intake(self, warning: WarningInstruction, now: float) -> None:
+        try:
+            self._intake_one(warning, now)
+        except Exception as exc:
+            self._failed(exc, warning.id, warning)
+
+    def _intake_one(self, warning: WarningInstruction, now: float) -> None:
         self.stats.intake += 1
         old = self._states.get(warning.id)
         responders = old.responders if old is not None else self._resolve(warning)
+        record = self._encoded(Accepted(now, warning, responders), warning.id, warning)
+        if record is None:
+            return
         event = durability.intake_event(warning, responders)
         if self._apply(warning.id, event, now) and self._journal is not None:
-            self._records.append(durability.encode(Accepted(now, warning, responders)))
+            self._records.append(record)
 
     def _on_due(self, seq: int, wid: str, now: float) -> None:
         if self._live.get(wid) != seq:
@@ -567,9 +625,18 @@ class Engine:
             self._records.append(durability.encode(Ticked(now, wid)))
 
     def _on_feedback(self, ev: FeedbackEvent, now: float) -> None:
+        try:
+            self._feedback_one(ev, now)
+        except Exception as exc:
+            self._failed(exc, ev.warning_id, ev)
+
+    def _feedback_one(self, ev: FeedbackEvent, now: float) -> None:
         self.stats.feedback += 1
+        record = self._encoded(Fed(now, ev), ev.warning_id, ev)
+        if record is None:
+            return
         if self._apply(ev.warning_id, ev, now) and self._journal is not None:
-            self._records.append(durability.encode(Fed(now, ev)))
+            self._records.append(record)
 
     def _clock(self) -> float:
         """``now`` for one loop turn: never backwards, and a deadline whose trio wake-up time
@@ -676,7 +743,10 @@ class Engine:
                 n = 0
                 while heap and heap[0][0] <= now and n < BATCH:
                     _, seq, wid = heapq.heappop(heap)
-                    self._on_due(seq, wid, now)
+                    try:
+                        self._on_due(seq, wid, now)
+                    except Exception as exc:
+                        self._failed(exc, wid, None)
                     n += 1
                 busy = busy or n > 0
                 self._end_turn(applied)

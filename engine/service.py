@@ -20,10 +20,13 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple, Protocol
 
+import msgspec
 import trio
 
 from engine.campaigns import Campaign, CampaignError, CampaignService
@@ -31,8 +34,9 @@ from engine.campaigns.model import decode_campaign
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
+from engine.scheduler import DeadLetter as EngineDeadLetter
 from engine.scheduler import Engine
-from engine.transport.base import Delivery, IntakeSource, OutboxSink
+from engine.transport.base import DeadLetter, Delivery, IntakeSource, OutboxSink
 
 log = logging.getLogger("engine.service")
 
@@ -62,15 +66,91 @@ class ServiceStats:
     started: float = field(default_factory=time.monotonic)
 
 
+class DeadLetterSink(Protocol):
+    """Where dead letters are kept (a JSON-lines file, the ``wd:dead`` stream): write one."""
+
+    async def write(self, record: DeadLetter) -> None: ...
+
+
+def _raw_of(message: object) -> bytes:
+    """The message an engine-level rejection was about, as JSON bytes for the dead letter."""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, str):
+        return message.encode()
+    try:
+        return msgspec.json.encode(message)
+    except Exception:  # never let the record of a failure fail
+        return b""
+
+
+class DeadLetterRelay:
+    """Takes the engine's own rejections (feedback for an unknown warning, a message the
+    machine or the journal could not take) to the same dead-letter place as the transports'.
+
+    The engine calls it synchronously from its loop; :meth:`flush` writes what is queued. The
+    intake pumps flush after ``durable()`` and before ``ack``, so a message the engine refused
+    is in the dead-letter place before its source forgets it.
+    """
+
+    def __init__(self, sink: DeadLetterSink | None, stats: ServiceStats) -> None:
+        self._sink = sink
+        self._stats = stats
+        self._queue: deque[EngineDeadLetter] = deque()
+        self._wanted = trio.Event()
+
+    def __call__(self, letter: EngineDeadLetter) -> None:
+        self._queue.append(letter)
+        self._wanted.set()
+
+    async def flush(self) -> None:
+        while self._queue:
+            letter = self._queue.popleft()
+            self._stats.dead_letters += 1
+            if self._sink is None:
+                continue
+            record = DeadLetter(
+                reason=letter.reason,
+                raw=_raw_of(letter.message),
+                source=f"engine:{letter.source}",
+                source_id=letter.warning_id or "",
+                at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            )
+            try:
+                await self._sink.write(record)
+            except Exception as exc:  # the dead-letter place failing must not stop the engine
+                log.error("dead letter not stored (%s): %s", type(exc).__name__, record)
+        await trio.lowlevel.checkpoint()
+
+    async def run(self) -> None:
+        """Flush rejections that arrive outside an intake batch (deadlines, internal errors)."""
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            await self.flush()
+
+
+def _reason(exc: Exception, stage: str) -> str:
+    """Why a message was refused: a validation error's own words (value-free by construction,
+    see :mod:`engine.errors`); for anything else, the stage and the kind of error, never the
+    error's text, which may quote the message."""
+    if isinstance(exc, InvalidMessage):
+        return str(exc)
+    return f"(message): could not be {stage} ({type(exc).__name__}); kept here for inspection"
+
+
 async def _pump(
     engine: Engine,
     source: IntakeSource,
     decode: Callable[[bytes], object],
-    submit: Callable[[list[object]], Awaitable[None]],
+    submit: Callable[[list[object]], Awaitable[list[tuple[int, Exception]]]],
     stats: ServiceStats,
     counter: str,
     observers: Sequence[InputObserver] = (),
+    relay: DeadLetterRelay | None = None,
 ) -> None:
+    """Isolation by construction: whatever one message does while it is decoded, validated or
+    submitted, it is dead-lettered with a reason and the rest of the batch goes on."""
     while True:
         try:
             batch = await source.receive_batch()
@@ -90,12 +170,24 @@ async def _pump(
                     ids.append(d.id)
                 except InvalidMessage as exc:
                     bad.append((d, str(exc)))
+                except Exception as exc:
+                    log.error("%s#%s: decoding failed: %s", source.name, d.id, type(exc).__name__)
+                    bad.append((d, _reason(exc, "decoded")))
+            if good:  # the engine may still refuse one (its clock moved): keep the others
+                refused = await submit(good)
+                if refused:
+                    gone = {i for i, _ in refused}
+                    by_id = {d.id: d for d in batch}
+                    bad.extend((by_id[ids[i]], _reason(exc, "submitted")) for i, exc in refused)
+                    good = [g for i, g in enumerate(good) if i not in gone]
+                    ids = [x for i, x in enumerate(ids) if i not in gone]
             for d, reason in bad:
                 await source.dead_letter(d, reason)
             stats.dead_letters += len(bad)
             if good:
-                await submit(good)
                 await engine.durable()
+                if relay is not None:
+                    await relay.flush()
                 await source.ack(ids)
                 setattr(stats, counter, getattr(stats, counter) + len(good))
                 for observe in observers:
@@ -107,6 +199,7 @@ async def run_intake(
     source: IntakeSource,
     stats: ServiceStats,
     observers: Sequence[InputObserver] = (),
+    relay: DeadLetterRelay | None = None,
 ) -> None:
     """Warnings from ``source`` into the engine, acked once durable, until the source ends."""
 
@@ -115,7 +208,10 @@ async def run_intake(
         engine.check_warning(w)
         return w
 
-    await _pump(engine, source, decode, engine.submit_many, stats, "warnings", observers)  # type: ignore[arg-type]
+    async def submit(items: list[object]) -> list[tuple[int, Exception]]:
+        return await engine.submit_many(items, report=True)  # type: ignore[arg-type]
+
+    await _pump(engine, source, decode, submit, stats, "warnings", observers, relay)
 
 
 async def run_feedback(
@@ -123,13 +219,14 @@ async def run_feedback(
     source: IntakeSource,
     stats: ServiceStats,
     observers: Sequence[InputObserver] = (),
+    relay: DeadLetterRelay | None = None,
 ) -> None:
     """Feedback events from ``source`` into the engine, acked once durable."""
 
-    def decode(raw: bytes) -> FeedbackEvent:
-        return _decode_feedback(raw)
+    async def submit(items: list[object]) -> list[tuple[int, Exception]]:
+        return await engine.feedback_many(items, report=True)  # type: ignore[arg-type]
 
-    await _pump(engine, source, decode, engine.feedback_many, stats, "feedback", observers)  # type: ignore[arg-type]
+    await _pump(engine, source, _decode_feedback, submit, stats, "feedback", observers, relay)
 
 
 async def _send(sink: OutboxSink, batch: Sequence[object], stats: ServiceStats) -> None:
@@ -207,6 +304,10 @@ async def run_campaigns(
                 except CampaignError as exc:
                     await source.dead_letter(d, str(exc))
                     stats.dead_letters += 1
+                except Exception as exc:  # one campaign must not stop the others
+                    log.error("%s#%s: campaign failed: %s", source.name, d.id, type(exc).__name__)
+                    await source.dead_letter(d, _reason(exc, "issued"))
+                    stats.dead_letters += 1
                 else:
                     ok.append(d.id)
                     engine.record_campaign(campaign.id, d.raw)
@@ -227,8 +328,9 @@ async def reissue_campaigns(engine: Engine, campaigns: Campaigns) -> int:
         try:
             campaign = decode_campaign(raw)
             await campaigns.service.issue(campaign)
-        except CampaignError as exc:
-            log.warning("campaign %s not issued again: %s", campaign_id, exc)
+        except Exception as exc:  # CampaignError (expired meanwhile) or anything unforeseen
+            why = str(exc) if isinstance(exc, CampaignError) else type(exc).__name__
+            log.warning("campaign %s not issued again: %s", campaign_id, why)
             engine.end_campaign(campaign_id)
             continue
         issued += 1
@@ -272,6 +374,7 @@ async def serve(
     observers: Sequence[Observer] = (),
     input_observers: Sequence[InputObserver] = (),
     campaigns: Campaigns | None = None,
+    dead_letters: DeadLetterSink | None = None,
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
     """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly: stop taking
@@ -279,17 +382,24 @@ async def serve(
     snapshot. Input ending (end of file) does not stop the service: deadlines still run.
 
     With ``campaigns``, campaigns are taken from their source too and their actions go to the
-    same outbox; accepted campaigns not yet ended are issued again on the next start."""
+    same outbox; accepted campaigns not yet ended are issued again on the next start.
+
+    ``dead_letters`` receives what the engine itself refuses inside its loop (feedback for an
+    unknown warning, a message that could not be journaled or applied), beside what the
+    transports dead-letter; without it those are only counted and logged."""
     stats = ServiceStats()
     stop = stop if stop is not None else trio.Event()
+    relay = DeadLetterRelay(dead_letters, stats)
+    engine.on_dead_letter = relay
     if campaigns is not None:
         await reissue_campaigns(engine, campaigns)
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_watch_signals, stop)
+        nursery.start_soon(relay.run)
         inputs = trio.CancelScope()
         nursery.start_soon(
-            _inputs, engine, intake, feedback, stats, inputs, input_observers, campaigns
+            _inputs, engine, intake, feedback, stats, inputs, input_observers, campaigns, relay
         )
         if campaigns is not None:
             nursery.start_soon(
@@ -310,8 +420,10 @@ async def serve(
         await engine.durable()
         engine.close()
         await sender.wait()
+        await relay.flush()
         await engine.snapshot()
         nursery.cancel_scope.cancel()
+    engine.on_dead_letter = None
     return stats
 
 
@@ -323,12 +435,13 @@ async def _inputs(
     scope: trio.CancelScope,
     observers: Sequence[InputObserver] = (),
     campaigns: Campaigns | None = None,
+    relay: DeadLetterRelay | None = None,
 ) -> None:
     with scope:
         async with trio.open_nursery() as n:
-            n.start_soon(run_intake, engine, intake, stats, observers)
+            n.start_soon(run_intake, engine, intake, stats, observers, relay)
             if feedback is not None:
-                n.start_soon(run_feedback, engine, feedback, stats, observers)
+                n.start_soon(run_feedback, engine, feedback, stats, observers, relay)
             if campaigns is not None and campaigns.source is not None:
                 n.start_soon(
                     run_campaigns,

@@ -8,6 +8,7 @@ Real clock, real redis-server, real subprocesses; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -201,7 +202,12 @@ def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path)
                 pipe.close()
     assert {a["warning_id"] for a in actions} == {f"w-{i}" for i in range(20)}
     text = log.read_text()
-    assert '"reason":"(message): JSON is malformed' in text and '"source_id":"21"' in text
+    # Dead letters go to their own file beside the journal, never into the log.
+    (dead,) = [
+        json.loads(x) for x in (tmp_path / "dead-letters.jsonl").read_bytes().split(b"\n") if x
+    ]
+    assert dead["reason"].startswith("(message): JSON is malformed") and dead["source_id"] == "21"
+    assert dead["raw"] == "not json" and "not json" not in text
     assert "20 warnings and 0 feedback accepted, 1 dead letters, 40 actions sent" in text
     image = read_journal(journal)
     assert image.snapshot_payload is not None and image.records == []
@@ -212,3 +218,76 @@ def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path)
     assert county_stats["warnings"] == county_stats["notifications"] == 20
     # The first contact rung of each warning: a call or a chat, 20 in all, as sent.
     assert county_stats["calls"] + county_stats["warning_chats"] == 20
+
+
+def test_serve_survives_each_poison_message_of_the_fuzz_report(county: Path, tmp_path: Path):
+    """The reproductions that stalled or killed ``serve`` (an id of 2**64, times outside the
+    years a datetime can convert, a 400-deep audience, a phone number as an enum value, an ack
+    for an unknown warning): each is dead-lettered with a reason, in its own file, and the
+    warning sent after them is acted on. No log line carries the planted phone or name."""
+    journal, log = tmp_path / "journal", tmp_path / "serve.log"
+    feedback_file, campaigns_file = tmp_path / "feedback.jsonl", tmp_path / "campaigns.jsonl"
+    good = json.loads(warning_json(1))
+    poison = [
+        {**good, "id": "p-int", "target": {"type": "resident", "id": 2**64}},
+        {**good, "id": "p-early", "issued_at": "0001-01-01T00:00:00+14:00"},
+        {**good, "id": "p-late", "expires": "9999-12-31T23:59:59-14:00"},
+        {**good, "id": "p-name", "张三丰": "13912345678"},
+    ]
+    feedback_file.write_text(
+        json.dumps({"type": "call", "warning_id": "w-1", "result": "13912345678"})
+        + "\n"
+        + json.dumps({"type": "ack", "warning_id": "nobody", "officer": "P0101"})
+        + "\n"
+    )
+    campaign = {"title": "t", "text": "x", "priority": "urgent", "issuer": "county"}
+    campaigns_file.write_text(
+        json.dumps({**campaign, "id": "c-deep", "audience": "(" * 400 + "elderly" + ")" * 400})
+        + "\n"
+        + json.dumps({**campaign, "id": "c-tilde", "audience": "~" * 1000 + "elderly"})
+        + "\n"
+    )
+    args = ["--county", str(county), "--journal", str(journal), "--fsync", "interval:5"]
+    args += ["--feedback", str(feedback_file), "--campaigns", str(campaigns_file)]
+    proc = start(args, log, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        for p in poison:
+            proc.stdin.write(json.dumps(p, ensure_ascii=False).encode() + b"\n")
+        proc.stdin.write(warning_json(1) + b"\n")
+        proc.stdin.flush()
+        first = json.loads(LineReader(proc.stdout).readline(timeout=20))
+        assert first["warning_id"] == "w-1"
+        wait_serving(log, 1)
+        dead_path = tmp_path / "dead-letters.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lines = dead_path.read_bytes().split(b"\n") if dead_path.exists() else []
+            if len([x for x in lines if x]) >= 8:
+                break
+            time.sleep(0.05)
+        assert stop(proc, signal.SIGTERM) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    dead = [json.loads(x) for x in dead_path.read_bytes().split(b"\n") if x]
+    by_id = {}
+    for d in dead:
+        with contextlib.suppress(ValueError, AttributeError):
+            by_id[json.loads(d["raw"]).get("id") or json.loads(d["raw"]).get("warning_id")] = d
+    assert by_id["p-int"]["reason"].startswith("target.id: ")
+    assert by_id["p-early"]["reason"].startswith("issued_at: ")
+    assert by_id["p-late"]["reason"].startswith("expires: ")
+    assert by_id["p-name"]["reason"].startswith("(message): only the fields")
+    assert "nested deeper than 32" in by_id["c-deep"]["reason"]
+    assert "nested deeper than 32" in by_id["c-tilde"]["reason"]
+    assert by_id["w-1"]["reason"] == "result: one of answered, busy, no_answer"
+    assert by_id["nobody"]["reason"] == "feedback for an unknown warning"
+    assert by_id["nobody"]["source"] == "engine:feedback"
+    text = log.read_text()
+    assert "13912345678" not in text and "张三丰" not in text and "Traceback" not in text
+    assert "8 dead letters" in text
