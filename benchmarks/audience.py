@@ -28,7 +28,7 @@ from benchmarks.tables import show
 from benchmarks.timing import fmt_bytes, fmt_seconds
 from engine.audience.bitset import ChunkedBitset
 from engine.audience.expr import parse
-from engine.audience.plan import Audience, Conj, Disj, Leaf, PlanNode
+from engine.audience.program import Audience, Conj, Disj, Leaf, PlanNode
 from engine.registry.registry import Registry
 from simulator.county import CountySpec, generate_county
 

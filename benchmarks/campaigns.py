@@ -24,9 +24,9 @@ from rich.console import Console
 
 from benchmarks.tables import make_table, show
 from benchmarks.timing import fmt_bytes, fmt_seconds, measure
+from engine.campaigns.campaign import Campaign, Plan, Reason
 from engine.campaigns.ledger import Ledger
-from engine.campaigns.model import Campaign, Plan, Reason
-from engine.campaigns.plan import plan_campaign
+from engine.campaigns.planning import plan_campaign
 from engine.campaigns.policy import CampaignPolicy
 from engine.registry.registry import Registry
 from simulator.county import CountySpec, generate_county

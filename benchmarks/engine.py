@@ -39,7 +39,6 @@ import trio.testing
 from rich.console import Console
 
 from benchmarks.tables import make_table, show
-from engine.directory import Responders
 from engine.machine import TICK, Event, Intake, WarningState, step, validate_warning
 from engine.model import (
     Acknowledged,
@@ -48,6 +47,7 @@ from engine.model import (
     FeedbackEvent,
     Outcome,
     ResidentTarget,
+    Responders,
     Target,
     WarningInstruction,
 )

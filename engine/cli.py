@@ -283,9 +283,9 @@ def campaign_plan(
     from datetime import UTC, datetime
 
     from engine.campaigns import Campaign, CampaignError
+    from engine.campaigns.campaign import REASON_TEXT, Reason
     from engine.campaigns.ledger import Ledger
-    from engine.campaigns.model import REASON_TEXT, Reason
-    from engine.campaigns.plan import plan_campaign
+    from engine.campaigns.planning import plan_campaign
     from engine.campaigns.policy import load_campaign_policy
 
     try:
@@ -326,8 +326,8 @@ MESSAGES: dict[str, str] = {
     "warning": "engine.model:WarningInstruction",
     "feedback": "engine.model:FeedbackEvent",
     "action": "engine.model:Action",
-    "campaign": "engine.campaigns.model:Campaign",
-    "campaign-action": "engine.campaigns.model:CampaignAction",
+    "campaign": "engine.campaigns.campaign:Campaign",
+    "campaign-action": "engine.campaigns.campaign:CampaignAction",
 }
 
 
@@ -438,7 +438,7 @@ journal_option = click.option(
     "--campaigns",
     "campaigns_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Campaigns to issue, as JSON lines (a file or FIFO); with --redis: wd:campaigns.",
+    help="CampaignFeed to issue, as JSON lines (a file or FIFO); with --redis: wd:campaigns.",
 )
 @click.option(
     "--stats-out",
@@ -510,10 +510,10 @@ async def _serve(
 ) -> None:
     from engine.campaigns import CampaignService
     from engine.journal import Journal
-    from engine.registry.directory import RegistryDirectory
     from engine.registry.recent import RecentTags
+    from engine.registry.responders import RegistryDirectory
     from engine.scheduler import Engine
-    from engine.service import Campaigns, ServiceStats, serve
+    from engine.service import CampaignFeed, ServiceStats, serve
     from engine.stats import Stats
     from engine.transport import (
         JsonLinesDeadLetters,
@@ -552,8 +552,8 @@ async def _serve(
             "input_observers": [recorder.observe_inputs],
         }
 
-        def campaigns(source: object) -> Campaigns:
-            return Campaigns(
+        def campaigns(source: object) -> CampaignFeed:
+            return CampaignFeed(
                 source,  # type: ignore[arg-type]
                 campaign_service,
                 campaign_recv,

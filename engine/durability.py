@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from engine.directory import Responders
 from engine.machine import TICK, Event, Intake, WarningState, step
-from engine.model import Action, FeedbackEvent, WarningInstruction
+from engine.model import Action, FeedbackEvent, Responders, WarningInstruction
 from engine.rules.escalation import EscalationRules
 
 log = logging.getLogger("engine.durability")

@@ -1,64 +1,26 @@
-"""Turning msgspec's validation errors into (field path, what was expected).
+"""The root of every error warn-dispatch raises on purpose.
 
-Rule files and messages from the warning centre are both validated by msgspec; both must tell a
-person which field is wrong and why, in the same words.
+One family, so that a caller (the command line, a service, an embedder) can catch
+:class:`WarnDispatchError` and print one clear line, while code that needs to tell cases apart
+catches the precise subclass. Each subclass lives beside the concept it is about and also keeps
+the built-in base it always had (``ValueError`` for bad input, ``TimeoutError`` ...), so older
+``except ValueError`` code still works::
 
-Messages can carry personal data in any field, and their rejection reasons end up in logs. So for
-messages (``private=True``) the reason never repeats what was sent: msgspec's "Invalid enum
-value 'x'" and "Invalid value 'x'" lose the value, and an unknown field is reported at its
-parent's path without its name (the name may be a resident's). The dead-letter record keeps the
-raw message for whoever may read it.
+    WarnDispatchError
+    ├── InvalidMessage (engine.model)        a warning or feedback refused at the edge
+    │   ├── InvalidWarning, InvalidFeedback
+    ├── RuleError (engine.rules.loading)     a rule file: file, key, what was expected
+    ├── RegistryError (engine.registry.units), SnapshotError (engine.registry.snapshot)
+    ├── AudienceError (engine.audience.expr) an expression: position, closest names
+    ├── CampaignError (engine.campaigns.campaign) and its subclasses
+    ├── JournalError (engine.journal.disk)   corrupt, locked, failed, unreadable format
+    └── RedisCommandTimeout (engine.transport.redis_clients)
+
+Nothing else lives here: this module imports nothing, so every layer may import it.
 """
 
 from __future__ import annotations
 
-import re
 
-import msgspec
-
-_QUOTED_VALUE = re.compile(r"^(Invalid enum value|Invalid value) .*$", re.S)
-
-
-def explain(
-    exc: msgspec.ValidationError | msgspec.DecodeError, *, private: bool = False
-) -> tuple[str, str]:
-    """``("category[0].tag[3].key", "expected `str`, got `int`")`` from a msgspec error.
-
-    With ``private``, nothing the sender wrote appears in the result (see the module doc)."""
-    text = str(exc)
-    what, _, at = text.partition(" - at `$")
-    path = at.rstrip("`").removeprefix(".")
-    if what.startswith("Object missing required field"):
-        name = what.split("`")[1]
-        path = f"{path}.{name}" if path else name
-        what = "required, but missing"
-    elif what.startswith("Object contains unknown field"):
-        if private:
-            what = "only the fields of the format (it has a field the format does not define)"
-        else:
-            name = what.split("`")[1]
-            path = f"{path}.{name}" if path else name
-            what = "unknown field"
-    else:
-        if private:
-            what = _QUOTED_VALUE.sub(lambda m: m.group(1), what)
-        if what[:2].istitle():
-            what = what[0].lower() + what[1:]
-    return path, what
-
-
-def explain_message(
-    exc: msgspec.ValidationError | msgspec.DecodeError,
-    choices: dict[str, tuple[str, ...]] | None = None,
-) -> tuple[str, str]:
-    """:func:`explain` for a message from outside: private, with errors raised by a struct's
-    ``__post_init__`` ("`expires` must be ...") attributed to their field, and a bad enum or
-    tag answered with its ``choices`` (by full path, else by last name) when known."""
-    field, what = explain(exc, private=True)
-    if not field and what.startswith("`"):
-        field = what.split("`")[1]
-        what = what.removeprefix(f"`{field}` ")
-    allowed = (choices or {}).get(field) or (choices or {}).get(field.rsplit(".", 1)[-1])
-    if allowed and what.startswith(("invalid enum value", "invalid value")):
-        what = f"one of {', '.join(allowed)}"
-    return field, what
+class WarnDispatchError(Exception):
+    """Base of every error warn-dispatch raises deliberately; its message is for people."""

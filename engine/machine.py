@@ -17,7 +17,6 @@ from typing import Final, Literal
 
 import msgspec
 
-from engine.directory import Responders
 from engine.model import (
     Acknowledged,
     Action,
@@ -29,6 +28,7 @@ from engine.model import (
     Outcome,
     OutcomeKind,
     PhoneTarget,
+    Responders,
     VisitDone,
     WarningInstruction,
     describe_target,

@@ -13,7 +13,8 @@ from typing import Annotated, Literal, get_args
 
 import msgspec
 
-from engine.errors import explain_message
+from engine.errors import WarnDispatchError
+from engine.explain import explain_message
 from engine.privacy import mask_phone
 
 # --- warning instructions -------------------------------------------------------------------
@@ -102,6 +103,31 @@ def describe_target(target: Target) -> str:
     if isinstance(target, PhoneTarget):
         return f"phone {mask_phone(target.phone)}"
     return f"area {target.area}"
+
+
+# --- who answers for a target -------------------------------------------------------------
+
+
+class Responders(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """Everyone the ladders may reach for one target. ``None`` means "not known for this target".
+
+    ``unresolved`` says why something is missing (no personal data): the machine then skips the
+    unknown rungs, goes to the station or county level and writes the reason into the timeline.
+    """
+
+    county_centre: str
+    grid_officer: str | None = None
+    duty_officer: str | None = None
+    chief: str | None = None
+    visitors: tuple[str, ...] = ()
+    resident: int | None = None
+    grid: str | None = None
+    station: str | None = None
+    unresolved: str | None = None
+
+    def officer(self, role: str) -> str | None:
+        """The officer key for a ladder role (``grid_officer`` ... ``county_centre``)."""
+        return getattr(self, role)
 
 
 class WarningInstruction(
@@ -210,7 +236,7 @@ class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 # --- decoding at the edge ---------------------------------------------------------------------
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(WarnDispatchError, ValueError):
     """A message was rejected at the edge. ``field`` is a dotted path, ``expected`` says why."""
 
     def __init__(self, field: str, expected: str) -> None:

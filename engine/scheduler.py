@@ -42,7 +42,7 @@ import msgspec
 import trio
 
 from engine import durability
-from engine.directory import Directory, Responders
+from engine.directory import Directory
 from engine.durability import (
     Accepted,
     CampaignEnded,
@@ -61,6 +61,7 @@ from engine.model import (
     InvalidWarning,
     PhoneTarget,
     ResidentTarget,
+    Responders,
     WarningInstruction,
     decode_feedback,
     decode_warning,

@@ -30,7 +30,7 @@ import msgspec
 import trio
 
 from engine.campaigns import Campaign, CampaignError, CampaignService
-from engine.campaigns.model import decode_campaign
+from engine.campaigns.campaign import decode_campaign
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -266,7 +266,7 @@ async def run_outbox(
             observe(batch, engine.now())
 
 
-class Campaigns(NamedTuple):
+class CampaignFeed(NamedTuple):
     """Broadcast campaigns beside the warnings: where campaigns come in, the service that plans
     and paces them, and the channel its actions leave on (into the same outbox)."""
 
@@ -284,7 +284,7 @@ async def run_campaigns(
     stats: ServiceStats,
     on_issued: Callable[[Campaign], object] | None = None,
 ) -> None:
-    """Campaigns from ``source``: issued (planned), journaled, then acked; a campaign that
+    """CampaignFeed from ``source``: issued (planned), journaled, then acked; a campaign that
     cannot be issued (bad JSON, unknown tag, empty audience, expired) is dead-lettered with
     the reason. With a journal, an acked campaign is issued again after a restart until it
     ends (send progress is not journaled: residents already reached repeat with the same
@@ -319,7 +319,7 @@ async def run_campaigns(
                 stats.campaigns += len(ok)
 
 
-async def reissue_campaigns(engine: Engine, campaigns: Campaigns) -> int:
+async def reissue_campaigns(engine: Engine, campaigns: CampaignFeed) -> int:
     """Issue again the campaigns the journal holds as accepted and not ended (after a
     restart); one that can no longer be issued (expired meanwhile) is ended. Returns how many
     were issued."""
@@ -373,7 +373,7 @@ async def serve(
     handle_signals: bool = True,
     observers: Sequence[Observer] = (),
     input_observers: Sequence[InputObserver] = (),
-    campaigns: Campaigns | None = None,
+    campaigns: CampaignFeed | None = None,
     dead_letters: DeadLetterSink | None = None,
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
@@ -434,7 +434,7 @@ async def _inputs(
     stats: ServiceStats,
     scope: trio.CancelScope,
     observers: Sequence[InputObserver] = (),
-    campaigns: Campaigns | None = None,
+    campaigns: CampaignFeed | None = None,
     relay: DeadLetterRelay | None = None,
 ) -> None:
     with scope:

@@ -35,9 +35,9 @@ from engine.model import (
     ResidentTarget,
     WarningInstruction,
 )
-from engine.registry.directory import RegistryDirectory
 from engine.registry.recent import RecentTags
 from engine.registry.registry import Registry
+from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.scheduler import Engine
 from engine.stats import Stats, Summary

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from engine.campaigns import Campaign
-from engine.errors import explain
+from engine.explain import explain
 from engine.model import KNOWN_KINDS
 from engine.registry.registry import Registry
 from engine.rules.loading import RuleError, load_toml

@@ -16,7 +16,7 @@ from hypothesis.stateful import (
 )
 
 from engine.audience.expr import to_text
-from engine.audience.plan import Audience
+from engine.audience.program import Audience
 from engine.registry.registry import Registry, UnknownNameError
 from engine.registry.units import RegistryError
 from tests.props import examples

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.audience.bitset import ChunkedBitset, words_to_ids
-from engine.audience.plan import Conj, Disj, Evaluator, Leaf
+from engine.audience.program import Conj, Disj, Evaluator, Leaf
 
 CHUNK_WORDS = 1  # 64 ids a chunk
 N_CHUNKS = 8

@@ -19,8 +19,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.campaigns.dispatch import CampaignService
-from engine.campaigns.model import (
+from engine.campaigns.campaign import (
     Campaign,
     CampaignAction,
     CampaignClosed,
@@ -37,6 +36,7 @@ from engine.campaigns.model import (
     UnknownCampaign,
     UnknownTask,
 )
+from engine.campaigns.dispatch import CampaignService
 from tests.props import examples
 from tests.small_county import model_eval
 from tests.test_campaign_support import (

@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from engine.campaigns.ledger import Ledger
-from engine.campaigns.model import (
+from engine.campaigns.campaign import (
     Campaign,
     CampaignExpired,
     EmptyAudience,
@@ -28,8 +27,9 @@ from engine.campaigns.model import (
     Reason,
     decode_campaign,
 )
+from engine.campaigns.ledger import Ledger
 from engine.campaigns.pacing import TokenBucket
-from engine.campaigns.plan import apply_plan, plan_campaign
+from engine.campaigns.planning import apply_plan, plan_campaign
 from engine.campaigns.policy import CampaignPolicy, QuietHours, load_campaign_policy
 from engine.registry.registry import UnknownNameError
 from engine.rules.loading import RuleError, default_rules_dir

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from engine.audience.expr import All, Node, to_text
-from engine.campaigns.model import Campaign, Reason
+from engine.campaigns.campaign import Campaign, Reason
 from engine.campaigns.policy import CampaignPolicy, QuietHours
 from engine.registry.registry import Registry
 from tests.small_county import EXPRESSIONS, GRID_OFFICERS, GRIDS, TAGS, Person, make_registry

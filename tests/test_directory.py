@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.directory import Directory
 from engine.model import AreaTarget, PhoneTarget, ResidentTarget
-from engine.registry.directory import RegistryDirectory
+from engine.registry.responders import RegistryDirectory
 from tests.small_county import make_registry
 
 

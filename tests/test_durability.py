@@ -19,7 +19,6 @@ from click.testing import CliRunner
 
 from engine import durability
 from engine.cli import main
-from engine.directory import Responders, StaticDirectory
 from engine.durability import Accepted
 from engine.journal import FsyncPolicy, Journal
 from engine.journal.framing import HEADER_SIZE, RECORD_HEAD
@@ -32,10 +31,12 @@ from engine.model import (
     Outcome,
     PhoneTarget,
     ResidentTarget,
+    Responders,
     WarningInstruction,
 )
 from engine.rules.escalation import load_escalation
 from engine.scheduler import Engine
+from engine.testing.directory import StaticDirectory
 
 RULES = load_escalation()
 DIRECTORY = StaticDirectory(

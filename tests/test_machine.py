@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.directory import Responders
 from engine.machine import (
     MAX_CLOCK_SKEW_S,
     TICK,
@@ -29,6 +28,7 @@ from engine.model import (
     Outcome,
     PhoneTarget,
     ResidentTarget,
+    Responders,
     VisitDone,
     WarningInstruction,
     decode_warning,

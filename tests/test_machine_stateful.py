@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from engine.directory import Responders
 from engine.machine import TICK, Event, Intake, WarningState, step
 from engine.model import (
     Acknowledged,
@@ -22,6 +21,7 @@ from engine.model import (
     Outcome,
     PhoneTarget,
     ResidentTarget,
+    Responders,
     VisitDone,
     WarningInstruction,
 )

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 from engine.campaigns import CampaignService
 from engine.model import InvalidMessage, decode_feedback, decode_warning
-from engine.registry.directory import RegistryDirectory
+from engine.registry.responders import RegistryDirectory
 from engine.scheduler import Engine
-from engine.service import Campaigns, serve
+from engine.service import CampaignFeed, serve
 from engine.transport import open_memory_intake, open_memory_outbox
 from engine.transport.base import DeadLetter
 from tests.props import examples
@@ -100,9 +100,7 @@ def mutated(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
     """``base`` with hostile changes: fields replaced (nested ones too), dropped, or added
     under a resident's name; or plain hostile bytes."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(
-            st.sampled_from([b"[" * 5_000, b'{"id": "\xff\xfe"}', b"null", b"13912345678"])
-        )
+        return draw(st.sampled_from([b"[" * 5_000, b'{"id": "\xff\xfe"}', b"null", b"13912345678"]))
     msg = json.loads(json.dumps(base))
     for _ in range(draw(st.integers(1, 3))):
         where = msg
@@ -185,7 +183,7 @@ async def test_hostile_messages_never_stop_the_engine_or_reach_the_logs(
     c_send, c_recv = trio.open_memory_channel[object](100_000)
     engine_dead = Collected()
     stop = trio.Event()
-    # Campaigns whose only hostility is the audience, so the audience parser is always reached.
+    # CampaignFeed whose only hostility is the audience, so the audience parser is always reached.
     plain = [
         json.dumps({**CAMPAIGN, "id": f"c-{i}", "audience": a}, ensure_ascii=False).encode()
         for i, a in enumerate(audiences)
@@ -196,7 +194,7 @@ async def test_hostile_messages_never_stop_the_engine_or_reach_the_logs(
         CampaignService.open(REG, c_send) as service,  # type: ignore[arg-type]
         trio.open_nursery() as nursery,
     ):
-        camp = Campaigns(camp_source, service, c_recv)  # type: ignore[arg-type]
+        camp = CampaignFeed(camp_source, service, c_recv)  # type: ignore[arg-type]
         stats = await nursery.start(
             lambda task_status: serve(
                 engine,
@@ -249,7 +247,7 @@ async def test_hostile_messages_never_stop_the_engine_or_reach_the_logs(
         + len(camp_source.dead_letters)
         + len(engine_dead.records)
     )
-    # Campaigns: issued or dead-lettered, never stuck; the too-deep ones are dead-lettered.
+    # CampaignFeed: issued or dead-lettered, never stuck; the too-deep ones are dead-lettered.
     assert stats.campaigns + len(camp_source.dead_letters) == len(campaigns) + len(plain)
     dead_ids = set()
     for d in camp_source.dead_letters:

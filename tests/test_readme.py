@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from engine.campaigns.model import decode_campaign
+from engine.campaigns.campaign import decode_campaign
 from engine.cli import MESSAGES, main
-from engine.directory import Responders, StaticDirectory
 from engine.machine import validate_warning
-from engine.model import Action, InvalidWarning, decode_feedback, decode_warning
+from engine.model import Action, InvalidWarning, Responders, decode_feedback, decode_warning
 from engine.rules.escalation import load_escalation
 from engine.scheduler import Engine
+from engine.testing.directory import StaticDirectory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FEEDBACK_TYPES = {"ack", "call", "read", "visit", "outcome"}

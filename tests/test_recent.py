@@ -116,7 +116,7 @@ def test_actions_of_a_warning_mark_the_resident_once_reached() -> None:
 
 
 def test_antifraud_campaign_sends_mark_antifraud_msg() -> None:
-    from engine.campaigns.model import Campaign, ChatSend, SmsSend
+    from engine.campaigns.campaign import Campaign, ChatSend, SmsSend
 
     keys = ("broadcast_7d", "antifraud_msg_7d")
     reg = make_registry(taxonomy=Taxonomy.from_keys(keys, dynamic=keys))

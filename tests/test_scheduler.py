@@ -16,7 +16,6 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.directory import Responders, StaticDirectory
 from engine.machine import WarningState
 from engine.model import (
     Acknowledged,
@@ -29,11 +28,13 @@ from engine.model import (
     Outcome,
     PhoneTarget,
     ResidentTarget,
+    Responders,
     Target,
     WarningInstruction,
 )
 from engine.rules.escalation import load_escalation
 from engine.scheduler import Engine
+from engine.testing.directory import StaticDirectory
 from tests.props import examples
 
 RULES = load_escalation()

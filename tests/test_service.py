@@ -281,8 +281,8 @@ async def test_serve_issues_campaigns_into_the_same_outbox() -> None:
     """A campaign source beside the warnings: good campaigns reach exactly their audience
     through the shared outbox; bad ones are dead-lettered with the reason; stats count them."""
     from engine.campaigns import CampaignService
-    from engine.registry.directory import RegistryDirectory
-    from engine.service import Campaigns
+    from engine.registry.responders import RegistryDirectory
+    from engine.service import CampaignFeed
     from tests.small_county import make_registry
 
     reg = make_registry()
@@ -319,7 +319,7 @@ async def test_serve_issues_campaigns_into_the_same_outbox() -> None:
         CampaignService.open(reg, c_send) as service,  # type: ignore[arg-type]
         trio.open_nursery() as nursery,
     ):
-        camp = Campaigns(
+        camp = CampaignFeed(
             campaign_source,
             service,
             c_recv,  # type: ignore[arg-type]
@@ -355,8 +355,8 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
     """Journaled campaigns: an acked campaign that has not ended is issued again after a
     restart; one that finished (or was cancelled) is not."""
     from engine.campaigns import CampaignService
-    from engine.registry.directory import RegistryDirectory
-    from engine.service import Campaigns
+    from engine.registry.responders import RegistryDirectory
+    from engine.service import CampaignFeed
     from tests.small_county import make_registry
 
     reg = make_registry()
@@ -392,7 +392,7 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
             trio.open_nursery() as nursery,
         ):
             pending_at_start = [cid for cid, _ in engine.pending_campaigns()]
-            camp = Campaigns(source, service, c_recv)  # type: ignore[arg-type]
+            camp = CampaignFeed(source, service, c_recv)  # type: ignore[arg-type]
             stats = await start_serve(nursery, engine, intake, sink, stop, campaigns=camp)
             for raw in send_first:
                 await send_c.send(raw)

@@ -18,6 +18,8 @@ import re
 
 import msgspec
 
+from engine.errors import WarnDispatchError
+
 UNIT_KINDS: tuple[str, ...] = ("grid", "village", "station", "officer")
 RESERVED: frozenset[str] = frozenset({"all", *UNIT_KINDS, "county"})
 
@@ -59,7 +61,7 @@ class Diff(msgspec.Struct, frozen=True, tag=True):
 Node = Tag | Unit | All | Not | And | Or | Diff
 
 
-class AudienceError(ValueError):
+class AudienceError(WarnDispatchError, ValueError):
     """Base class for audience expression errors; carries the text and the position at fault."""
 
     def __init__(self, message: str, expr: str, pos: int, *, safe: str | None = None) -> None:

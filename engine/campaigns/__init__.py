@@ -6,9 +6,7 @@ contact officer's chat account, or by SMS) or why not (frequency cap, already ha
 content, defers routine content out of quiet hours, and counts progress.
 """
 
-from engine.campaigns.dispatch import CampaignService
-from engine.campaigns.ledger import Ledger
-from engine.campaigns.model import (
+from engine.campaigns.campaign import (
     Campaign,
     CampaignAction,
     CampaignError,
@@ -22,7 +20,9 @@ from engine.campaigns.model import (
     SmsSend,
     TaskClosed,
 )
-from engine.campaigns.plan import apply_plan, plan_campaign
+from engine.campaigns.dispatch import CampaignService
+from engine.campaigns.ledger import Ledger
+from engine.campaigns.planning import apply_plan, plan_campaign
 from engine.campaigns.policy import CampaignPolicy, load_campaign_policy
 
 __all__ = [

@@ -32,8 +32,7 @@ from enum import IntEnum
 import numpy as np
 import trio
 
-from engine.campaigns.ledger import Ledger
-from engine.campaigns.model import (
+from engine.campaigns.campaign import (
     REASON_TEXT,
     Campaign,
     CampaignAction,
@@ -57,8 +56,9 @@ from engine.campaigns.model import (
     UnknownTask,
     decode_campaign,
 )
+from engine.campaigns.ledger import Ledger
 from engine.campaigns.pacing import TokenBucket
-from engine.campaigns.plan import apply_plan, plan_campaign
+from engine.campaigns.planning import apply_plan, plan_campaign
 from engine.campaigns.policy import CampaignPolicy, load_campaign_policy
 from engine.registry.registry import Registry
 
@@ -68,7 +68,7 @@ WallClock = Callable[[float], datetime]
 """Maps a trio time to the aware wall-clock datetime it stands for."""
 
 
-class Status(IntEnum):
+class SendStatus(IntEnum):
     """Per-resident delivery status within one campaign."""
 
     PENDING = 0  # to be sent (waiting for start, quiet hours, confirmation or its pace slot)
@@ -102,7 +102,7 @@ class _Run:
         self.plan = plan
         self.routine = plan.campaign.priority == "routine"
         self.status = np.where(
-            plan.reason <= Reason.SMS, np.uint8(Status.PENDING), np.uint8(Status.SKIPPED)
+            plan.reason <= Reason.SMS, np.uint8(SendStatus.PENDING), np.uint8(SendStatus.SKIPPED)
         ).astype(np.uint8)
         self.tasks = {t.id: _Task(t, not self.routine) for t in plan.tasks}
         self.state: CampaignState = "scheduled"
@@ -256,9 +256,9 @@ class CampaignService:
         resident this campaign did not send to (receipts may come late or twice)."""
         run = self._run(campaign_id)
         pos = self._position(run, resident)
-        if pos is None or run.status[pos] != Status.SENT:
+        if pos is None or run.status[pos] != SendStatus.SENT:
             return False
-        run.status[pos] = Status.READ
+        run.status[pos] = SendStatus.READ
         return True
 
     def cancel(self, campaign_id: str) -> Progress:
@@ -274,14 +274,14 @@ class CampaignService:
         run = self._run(campaign_id)
         plan = run.plan
         by_reason = np.bincount(plan.reason, minlength=len(Reason))
-        by_status = np.bincount(run.status, minlength=len(Status))
-        pending = int(by_status[Status.PENDING] + by_status[Status.IN_FLIGHT])
+        by_status = np.bincount(run.status, minlength=len(SendStatus))
+        pending = int(by_status[SendStatus.PENDING] + by_status[SendStatus.IN_FLIGHT])
         now = trio.current_time()
         waiting_start = run.state == "scheduled" and now < plan.not_before
         awaiting = confirmed = confirmed_tasks = deferred = 0
         deferred_until = plan.not_before if waiting_start and plan.deferred else None
         for task in run.tasks.values():
-            left = int(np.count_nonzero(run.status[task.spec.pos] <= Status.IN_FLIGHT))
+            left = int(np.count_nonzero(run.status[task.spec.pos] <= SendStatus.IN_FLIGHT))
             if task.confirmed.is_set():
                 confirmed_tasks += 1
                 confirmed += task.spec.count
@@ -291,7 +291,7 @@ class CampaignService:
                 deferred += left
                 deferred_until = task.deferred_until
         if run.sms_deferred_until is not None:
-            deferred += int(np.count_nonzero(run.status[plan.sms_pos] <= Status.IN_FLIGHT))
+            deferred += int(np.count_nonzero(run.status[plan.sms_pos] <= SendStatus.IN_FLIGHT))
             deferred_until = run.sms_deferred_until
         if waiting_start and plan.deferred:
             deferred = pending
@@ -309,9 +309,9 @@ class CampaignService:
             awaiting_confirmation=awaiting,
             deferred=deferred,
             pending=pending,
-            sent=int(by_status[Status.SENT] + by_status[Status.READ]),
-            read=int(by_status[Status.READ]),
-            dropped=int(by_status[Status.DROPPED]),
+            sent=int(by_status[SendStatus.SENT] + by_status[SendStatus.READ]),
+            read=int(by_status[SendStatus.READ]),
+            dropped=int(by_status[SendStatus.DROPPED]),
             deferred_until=deferred_until if deferred else None,
         )
 
@@ -329,7 +329,7 @@ class CampaignService:
                 reason="not matched by the audience expression when the campaign was issued",
             )
         reason = Reason(int(run.plan.reason[pos]))
-        status = Status(int(run.status[pos]))
+        status = SendStatus(int(run.status[pos]))
         officer = None
         if reason == Reason.CHAT:  # the task that holds it (the officer may have changed since)
             officer = next(t.spec.officer for t in run.tasks.values() if self._in(t.spec.pos, pos))
@@ -340,9 +340,9 @@ class CampaignService:
             outcome = "duplicate"
         elif reason in (Reason.CAPPED_TOTAL, Reason.CAPPED_CATEGORY):
             outcome = "capped"
-        elif status in (Status.SENT, Status.READ):
-            outcome = "read" if status == Status.READ else "sent"
-        elif status == Status.DROPPED:
+        elif status in (SendStatus.SENT, SendStatus.READ):
+            outcome = "read" if status == SendStatus.READ else "sent"
+        elif status == SendStatus.DROPPED:
             outcome = "dropped"
             text = (
                 f"not sent: campaign {run.state}"
@@ -414,7 +414,7 @@ class CampaignService:
         run.state = state
         plan = run.plan
         for task in run.tasks.values():
-            unsent = int(np.count_nonzero(run.status[task.spec.pos] <= Status.IN_FLIGHT))
+            unsent = int(np.count_nonzero(run.status[task.spec.pos] <= SendStatus.IN_FLIGHT))
             if task.state not in ("done", "dropped"):
                 task.state = "dropped"
                 self._emit_soon(
@@ -427,8 +427,8 @@ class CampaignService:
                         unsent=unsent,
                     )
                 )
-        drop = np.flatnonzero(run.status == Status.PENDING)
-        run.status[drop] = Status.DROPPED
+        drop = np.flatnonzero(run.status == SendStatus.PENDING)
+        run.status[drop] = SendStatus.DROPPED
         self.ledger.release(plan.ids[drop], plan.content_key, run.category)
         run.sms_deferred_until = None
         run.scope.cancel()
@@ -498,7 +498,7 @@ class CampaignService:
         task.state = "sending"
         try:
             for rid, pos in zip(spec.ids.tolist(), spec.pos.tolist(), strict=True):
-                if run.status[pos] != Status.PENDING:
+                if run.status[pos] != SendStatus.PENDING:
                     continue
                 if not self._still_ok(rid, spec.officer_index):
                     self._drop(run, pos, rid)
@@ -542,7 +542,7 @@ class CampaignService:
     async def _run_sms(self, run: _Run) -> None:
         c, plan = run.plan.campaign, run.plan
         for rid, pos in zip(plan.sms_ids.tolist(), plan.sms_pos.tolist(), strict=True):
-            if run.status[pos] != Status.PENDING:
+            if run.status[pos] != SendStatus.PENDING:
                 continue
             if not self._still_ok(rid, None):
                 self._drop(run, pos, rid)
@@ -560,19 +560,19 @@ class CampaignService:
             await self._deliver(run, pos, rid, action)
 
     def _drop(self, run: _Run, pos: int, rid: int) -> None:
-        run.status[pos] = Status.DROPPED
+        run.status[pos] = SendStatus.DROPPED
         self.ledger.release(np.array([rid]), run.plan.content_key, run.category)
 
     async def _deliver(self, run: _Run, pos: int, rid: int, action: CampaignAction) -> None:
         """Into the outbox, then recorded as sent; if the outbox never took it, dropped."""
-        run.status[pos] = Status.IN_FLIGHT
+        run.status[pos] = SendStatus.IN_FLIGHT
         try:
             await self._emit(action)
         except BaseException:
-            run.status[pos] = Status.DROPPED
+            run.status[pos] = SendStatus.DROPPED
             self.ledger.release(np.array([rid]), run.plan.content_key, run.category)
             raise
-        run.status[pos] = Status.SENT
+        run.status[pos] = SendStatus.SENT
         self.ledger.commit(np.array([rid]), run.category, trio.current_time())
 
     async def _emit(self, action: CampaignAction) -> None:

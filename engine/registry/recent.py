@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.campaigns.model import Campaign, ChatSend, SmsSend
+from engine.campaigns.campaign import Campaign, ChatSend, SmsSend
 from engine.model import Action
 from engine.registry.registry import Registry
 

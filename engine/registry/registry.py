@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.audience.bitset import DEFAULT_CHUNK_WORDS, WORD_BITS, ChunkedBitset
 from engine.audience.expr import AudienceError, Tag, Unit
-from engine.audience.plan import Audience, Disj, Evaluator, Leaf, PlanNode, compile_text
+from engine.audience.program import Audience, Disj, Evaluator, Leaf, PlanNode, compile_text
 from engine.privacy import mask_name, mask_phone, normalize_phone
 from engine.registry.columns import KeyIndex, StrColumn, encode_all, grown
 from engine.registry.units import (

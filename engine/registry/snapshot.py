@@ -16,7 +16,8 @@ import msgspec
 import numpy as np
 
 from engine.audience.bitset import WORD_BITS, ChunkedBitset
-from engine.audience.plan import Evaluator
+from engine.audience.program import Evaluator
+from engine.errors import WarnDispatchError
 from engine.registry.columns import KeyIndex, StrColumn
 from engine.registry.units import Jurisdiction, Officer, Unit
 
@@ -30,7 +31,7 @@ _COLUMNS = ("alive", "grid", "officer")
 _STRINGS = ("ext_id", "name", "phone", "address")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(WarnDispatchError, ValueError):
     """A snapshot folder is missing, from another format or version, or does not fit."""
 
 

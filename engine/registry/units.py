@@ -8,6 +8,8 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from engine.errors import WarnDispatchError
+
 UnitKind = Literal["station", "village", "grid"]
 Role = Literal["community_officer", "auxiliary", "duty_officer", "chief"]
 
@@ -33,7 +35,7 @@ class Officer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grids: tuple[str, ...] = ()
 
 
-class RegistryError(ValueError):
+class RegistryError(WarnDispatchError, ValueError):
     """A registry operation was given something that does not exist or does not fit."""
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
-from engine.errors import explain
+from engine.explain import explain
 from engine.model import KIND_PATTERN
 from engine.rules.loading import RuleError, default_rules_dir, load_toml
 

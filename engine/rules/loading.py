@@ -7,12 +7,13 @@ from typing import TypeVar
 
 import msgspec
 
-from engine.errors import explain
+from engine.errors import WarnDispatchError
+from engine.explain import explain
 
 T = TypeVar("T")
 
 
-class RuleError(ValueError):
+class RuleError(WarnDispatchError, ValueError):
     """A rule file is wrong. Names the file, the key (a dotted path) and what was expected."""
 
     def __init__(self, file: str | Path, key: str, expected: str) -> None:

@@ -16,7 +16,8 @@ from typing import Annotated, Literal, get_args
 import msgspec
 import numpy as np
 
-from engine.errors import explain_message
+from engine.errors import WarnDispatchError
+from engine.explain import explain_message
 from engine.model import check_time
 
 Priority = Literal["routine", "urgent"]
@@ -30,7 +31,7 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 # --- errors ----------------------------------------------------------------------------------
 
 
-class CampaignError(ValueError):
+class CampaignError(WarnDispatchError, ValueError):
     """Base of every campaign error. Raised before any state changes: nothing is half-sent."""
 
 

@@ -16,8 +16,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from engine.audience.expr import AudienceError
-from engine.campaigns.ledger import Ledger
-from engine.campaigns.model import (
+from engine.campaigns.campaign import (
     Campaign,
     CampaignExpired,
     EmptyAudience,
@@ -27,6 +26,7 @@ from engine.campaigns.model import (
     Reason,
     SendTask,
 )
+from engine.campaigns.ledger import Ledger
 from engine.campaigns.policy import CampaignPolicy
 from engine.registry.registry import Registry
 

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.audience.plan import Audience
-from engine.directory import Responders
-from engine.model import AreaTarget, PhoneTarget, ResidentTarget, Target, describe_target
+from engine.audience.program import Audience
+from engine.model import (
+    AreaTarget,
+    PhoneTarget,
+    ResidentTarget,
+    Responders,
+    Target,
+    describe_target,
+)
 from engine.registry.registry import Registry
 from engine.registry.units import GRID_ROLES
 
