@@ -22,6 +22,7 @@ from engine.model import (
     Action,
     AreaTarget,
     CallResult,
+    Cause,
     FeedbackEvent,
     InvalidWarning,
     MessageRead,
@@ -59,13 +60,15 @@ OFF: Final = Track()
 
 
 class Transition(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """One audit line: at (engine time: epoch seconds), which track, from, to, why."""
+    """One audit line: at (engine time: epoch seconds), which track, from, to, why (for people)
+    and its cause (for code; last, with a default, so older journals still decode)."""
 
     at: float
     track: Literal["warning", "officer", "contact"]
     frm: str
     to: str
     reason: str
+    cause: Cause = "new"
 
 
 class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -168,21 +171,39 @@ def validate_arrival(warning: WarningInstruction, now: float) -> None:
 class _Step:
     """Scratch space for one call of :func:`step`: collects actions and timeline lines."""
 
-    __slots__ = ("actions", "lines", "now", "policy", "s")
+    __slots__ = ("actions", "cause", "lines", "now", "policy", "s")
 
-    def __init__(self, s: WarningState, now: float, policy: LevelPolicy) -> None:
+    def __init__(
+        self, s: WarningState, now: float, policy: LevelPolicy, cause: Cause = "new"
+    ) -> None:
         self.s = s
         self.now = now
         self.policy = policy
+        self.cause: Cause = cause
+        """The cause of what this step writes, unless a line or action names its own."""
         self.actions: list[Action] = []
         self.lines: list[Transition] = []
 
     def line(
-        self, track: Literal["warning", "officer", "contact"], frm: str, to: str, why: str
+        self,
+        track: Literal["warning", "officer", "contact"],
+        frm: str,
+        to: str,
+        why: str,
+        cause: Cause | None = None,
     ) -> None:
-        self.lines.append(Transition(self.now, track, frm, to, why))
+        self.lines.append(Transition(self.now, track, frm, to, why, cause or self.cause))
 
-    def emit(self, action: str, to: str, step: int, attempt: int, key: str, reason: str) -> Action:
+    def emit(
+        self,
+        action: str,
+        to: str,
+        step: int,
+        attempt: int,
+        key: str,
+        reason: str,
+        cause: Cause | None = None,
+    ) -> Action:
         w = self.s.warning
         a = Action(
             key=key,
@@ -194,6 +215,7 @@ class _Step:
             step=step,
             attempt=attempt,
             reason=reason,
+            cause=cause or self.cause,
         )
         self.actions.append(a)
         return a
@@ -237,7 +259,8 @@ def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
         )
         frm = f"{rung.role}:skipped"
         index, attempt = index + 1, 1
-    c.line("officer", frm, "exhausted", "officer ladder exhausted; waiting for an ack or expiry")
+    why = "officer ladder exhausted; waiting for an ack or expiry"
+    c.line("officer", frm, "exhausted", why, "exhausted")
     return Track("exhausted", old.step, old.attempt, INF, "", old.to, "exhausted")
 
 
@@ -246,7 +269,9 @@ def _officer_timeout(c: _Step) -> Track:
     rung = c.policy.officers[t.step]
     why = f"no ack within {rung.ack_within_s:g} s"
     if t.attempt <= rung.repeats:
+        c.cause = "repeat"
         return _officer_enter(c, t.step, t.attempt + 1, f"{why}: repeat")
+    c.cause = "escalation"
     return _officer_enter(c, t.step + 1, 1, f"{why}: escalate")
 
 
@@ -292,22 +317,28 @@ def _contact_enter(c: _Step, index: int, attempt: int, why: str) -> Track | None
         index, attempt = index + 1, 1
     if old.status == "off" and not steps:
         return OFF
-    c.line("contact", frm, "exhausted", "resident not reached: contact ladder exhausted")
+    c.line(
+        "contact", frm, "exhausted", "resident not reached: contact ladder exhausted", "exhausted"
+    )
     if c.policy.contact_when_exhausted == "close":
-        _end(c, "closed", "unreachable", "contact ladder exhausted; rules say close")
+        _end(c, "closed", "unreachable", "contact ladder exhausted; rules say close", "exhausted")
         return None
     officer = s.officer
     to = officer.to if officer.to else s.responders.county_centre
     key = f"{s.warning.id}/{s.revision}/unreachable"
-    c.emit("report", to, index, 1, key, "resident unreachable: contact ladder exhausted")
+    why = "resident unreachable: contact ladder exhausted"
+    c.emit("report", to, index, 1, key, why, "exhausted")
     return Track("exhausted", old.step, old.attempt, INF, "", "", "exhausted")
 
 
-def _contact_timeout(c: _Step, why: str) -> Track | None:
+def _contact_timeout(c: _Step, why: str, *, by_feedback: bool = False) -> Track | None:
+    """No answer in time (or a busy / unanswered call reported): the same rung or the next."""
     t = c.s.contact
     rung = c.policy.contact[t.step]
     if t.attempt <= rung.repeats:
+        c.cause = "feedback" if by_feedback else "repeat"
         return _contact_enter(c, t.step, t.attempt + 1, f"{why}: repeat")
+    c.cause = "feedback" if by_feedback else "escalation"
     return _contact_enter(c, t.step + 1, 1, f"{why}: next channel")
 
 
@@ -322,12 +353,12 @@ def _contact_reached(c: _Step, why: str) -> None:
 # --- ending -----------------------------------------------------------------------------------
 
 
-def _end(c: _Step, status: Status, outcome: OutcomeKind | None, why: str) -> None:
+def _end(c: _Step, status: Status, outcome: OutcomeKind | None, why: str, cause: Cause) -> None:
     """Terminal: no more deadlines; everyone asked to act is told to stand down."""
     s = c.s
-    c.line("warning", s.status, status, why)
+    c.line("warning", s.status, status, why, cause)
     for who in s.notified:
-        c.emit("stand_down", who, 0, 1, f"{s.warning.id}/end/{who}", why)
+        c.emit("stand_down", who, 0, 1, f"{s.warning.id}/end/{who}", why, cause)
     c.s = msgspec.structs.replace(
         s,
         status=status,
@@ -353,7 +384,7 @@ def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResu
         f"{why}: {w.kind} level {w.level} for {describe_target(w.target)}",
     )
     if ev.expires_at <= now:
-        _end(c, "expired", None, "already expired on arrival")
+        _end(c, "expired", None, "already expired on arrival", "expiry")
         return c.finish()
     if c.policy.broadcast and isinstance(w.target, AreaTarget):
         c.emit("broadcast", w.target.area, 0, 1, f"{w.id}/0/b", "area-wide warning")
@@ -368,7 +399,7 @@ def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResu
 
 def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> StepResult:
     new, old = ev.warning, s.warning
-    c = _Step(s, now, rules.policy(old.kind, s.plan_level))
+    c = _Step(s, now, rules.policy(old.kind, s.plan_level), "update")
     if new.kind != old.kind or new.target != old.target:
         what = "kind" if new.kind != old.kind else "target"
         c.line("warning", s.status, s.status, f"update rejected: it changes the {what}")
@@ -387,7 +418,7 @@ def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> 
         else:
             c.line("warning", "active", "active", "update: details or expiry changed")
         if ev.expires_at <= now:
-            _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past")
+            _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past", "expiry")
         return c.finish()
     c.line(
         "warning", f"level {old.level}", f"level {new.level}", "update raised the level: re-plan"
@@ -395,7 +426,7 @@ def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> 
     c.s = s = msgspec.structs.replace(s, plan_level=new.level, revision=s.revision + 1)
     c.policy = rules.policy(new.kind, new.level)
     if ev.expires_at <= now:
-        _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past")
+        _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past", "expiry")
         return c.finish()
     # Officers: an ack stands (an acked step never escalates), the acking officer is informed.
     if s.officer.status == "done":
@@ -435,7 +466,8 @@ def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
     c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level))
     if now >= s.expires_at:
         outcome = _expiry_outcome(s)
-        _end(c, "expired", outcome, "expired without an outcome")
+        _end(c, "expired", outcome, "expired without an outcome", "expiry")
+        c.cause = "expiry"
         if c.policy.at_expiry == "report":
             key = f"{s.warning.id}/expired"
             c.emit(
@@ -462,9 +494,9 @@ def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
 def _feedback(s: WarningState, ev: FeedbackEvent, now: float, rules: EscalationRules) -> StepResult:
     if s.status != "active":
         return msgspec.structs.replace(s, ignored=s.ignored + 1), (), None
-    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level))
+    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level), "feedback")
     if isinstance(ev, Outcome):
-        _end(c, "closed", ev.outcome, f"outcome reported: {ev.outcome}")
+        _end(c, "closed", ev.outcome, f"outcome reported: {ev.outcome}", "outcome")
     elif isinstance(ev, Acknowledged):
         if s.officer.status == "done":
             return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
@@ -484,7 +516,7 @@ def _feedback(s: WarningState, ev: FeedbackEvent, now: float, rules: EscalationR
             and c.policy.contact[t.step].channel == "call"
             and (ev.key is None or ev.key == t.key)
         ):
-            contact = _contact_timeout(c, f"call {ev.result.replace('_', ' ')}")
+            contact = _contact_timeout(c, f"call {ev.result.replace('_', ' ')}", by_feedback=True)
             if contact is not None:
                 c.s = msgspec.structs.replace(c.s, contact=contact)
         else:  # a late result for a call we have already moved past
@@ -520,7 +552,9 @@ def step(
                     status="cancelled",
                     plan_level=w.level,
                     timeline=(
-                        Transition(now, "warning", "new", "cancelled", "cancel before any alert"),
+                        Transition(
+                            now, "warning", "new", "cancelled", "cancel before any alert", "cancel"
+                        ),
                     ),
                 )
                 return s, (), None
@@ -536,7 +570,7 @@ def step(
             )
         if w.msg_type == "cancel":
             c = _Step(state, now, rules.policy(state.warning.kind, state.plan_level))
-            _end(c, "cancelled", None, "cancelled by the warning centre")
+            _end(c, "cancelled", None, "cancelled by the warning centre", "cancel")
             return c.finish()
         return _update(state, event, now, rules)
     if state is None:

@@ -209,6 +209,21 @@ ActionKind = Literal[
 ]
 
 
+Cause = Literal[
+    "new",  # a new warning (or an update taken as one)
+    "repeat",  # nobody answered within the rung's deadline: the same rung again
+    "escalation",  # nobody answered within the rung's deadline, and its repeats: the next rung
+    "feedback",  # a report moved the warning on (an ack, a busy or unanswered call, a read)
+    "update",  # the warning centre changed the warning (a higher level, a new expiry)
+    "cancel",  # the warning centre withdrew it
+    "outcome",  # an outcome was reported
+    "expiry",  # it reached its expiry
+    "exhausted",  # a ladder ran out of people to try
+]
+"""Why an action was sent or a timeline line written, as data. ``reason`` says the same for
+people; code (statistics, metrics) reads ``cause`` and never parses the prose."""
+
+
 class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One thing a channel adapter must do. ``key`` makes it idempotent downstream.
 
@@ -227,6 +242,7 @@ class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     step: int = 0
     attempt: int = 1
     reason: str = ""
+    cause: Cause = "new"
 
     def __repr__(self) -> str:  # actions end up in logs and tracebacks: mask phone numbers
         to = f"phone:{mask_phone(self.to)}" if self.to.startswith("phone:") else self.to

@@ -398,3 +398,30 @@ def test_arrival_rejects_exactly_what_could_never_be_acted_on(
     with pytest.raises(InvalidWarning) as err:
         validate_arrival(w, now)
     assert err.value.field == ("issued_at" if ahead else "expires")
+
+
+def test_every_action_and_line_carries_the_cause_code_reads() -> None:
+    """Timeouts are ``repeat`` then ``escalation``; a busy call is ``feedback``; the end says
+    whether it was an outcome, a cancel or the expiry. Statistics read these, not the prose."""
+    s, first, _ = step(None, intake(warning(hours=48)), 0.0, RULES)
+    assert s is not None and {a.cause for a in first} == {"new"}
+    assert {t.cause for t in s.timeline} == {"new"}
+    rung = RULES.policy("fraud", 1).officers[0]
+    s, out = run_until(s, rung.ack_within_s * (rung.repeats + 1) + 1)
+    officer = [a for _, a in out if a.action == "notify_officer"]
+    assert [a.cause for a in officer][: rung.repeats + 1] == ["repeat"] * rung.repeats + [
+        "escalation"
+    ]
+    call = next(a for _, a in out if a.action in ("call", "chat")) if out else None
+    s2, busy, _ = step(s, CallResult(warning_id="w1", result="busy"), 1.0, RULES)
+    assert s2 is not None and all(a.cause == "feedback" for a in busy)
+    for event, cause in (
+        (Outcome(warning_id="w1", outcome="dissuaded"), "outcome"),
+        (Intake(warning(msg_type="cancel", hours=48), FULL, 48 * 3600.0), "cancel"),
+    ):
+        ended, actions, _ = step(s, event, 2.0, RULES)
+        assert ended is not None and ended.timeline[-1].cause == cause
+        assert actions and all(a.cause == cause for a in actions if a.action == "stand_down")
+    expired, actions, _ = step(s, TICK, 48 * 3600.0, RULES)
+    assert expired is not None and expired.status == "expired"
+    assert {a.cause for a in actions} == {"expiry"} and call is not None

@@ -49,7 +49,13 @@ def warning(wid: str, kind: str, level: int, target: object) -> WarningInstructi
 
 
 def act(
-    wid: str, action: str, to: str, step: int = 0, attempt: int = 1, reason: str = ""
+    wid: str,
+    action: str,
+    to: str,
+    step: int = 0,
+    attempt: int = 1,
+    reason: str = "",
+    cause: str = "new",
 ) -> Action:
     return Action(
         key=f"{wid}/0/{action}{step}/{attempt}",
@@ -61,6 +67,7 @@ def act(
         step=step,
         attempt=attempt,
         reason=reason,
+        cause=cause,  # type: ignore[arg-type]
     )
 
 
@@ -81,17 +88,22 @@ def feed_example(s: Stats) -> None:
     s.observe_warning(warning("w1", "fraud", 1, ResidentTarget(id=0)), 0.0)
     s.observe_actions([act("w1", "notify_officer", "P1"), act("w1", "call", "resident:0")], 0.0)
     s.observe_feedback(CallResult(warning_id="w1", result="busy"), 30.0)
-    s.observe_actions([act("w1", "call", "resident:0", attempt=2, reason="call busy: repeat")], 30)
+    s.observe_actions(
+        [act("w1", "call", "resident:0", attempt=2, reason="call busy: repeat", cause="feedback")],
+        30,
+    )
     s.observe_feedback(CallResult(warning_id="w1", result="answered"), 80.0)
     why = "no ack within 120 s: escalate"
-    s.observe_actions([act("w1", "notify_officer", "P2", step=1, reason=why)], 120.0)
+    s.observe_actions(
+        [act("w1", "notify_officer", "P2", step=1, reason=why, cause="escalation")], 120.0
+    )
     s.observe_feedback(Acknowledged(warning_id="w1", officer="P2"), 150.0)
     s.observe_feedback(Outcome(warning_id="w1", outcome="dissuaded"), 300.0)
     s.observe_feedback(Acknowledged(warning_id="w1", officer="P1"), 400.0)  # late: not counted
     s.observe_warning(warning("w2", "road_hazard", 3, AreaTarget(area="g2")), 1000.0)
     s.observe_actions([act("w2", "broadcast", "g2"), act("w2", "notify_officer", "P2")], 1000)
     s.observe_feedback(Acknowledged(warning_id="w2", officer="P2"), 1600.0)
-    s.observe_actions([act("w2", "stand_down", "P2", reason="expired without an outcome")], 5000)
+    s.observe_actions([act("w2", "stand_down", "P2", reason="expired", cause="expiry")], 5000)
     s.observe_chat(np.array([0, 0, 1, -1]), np.array([0, 1, 2, 3]), 3600.5)
     c1 = Campaign(
         id="c1",
@@ -214,7 +226,7 @@ def test_officer_counts_sum_to_county_and_percentiles_match(
         for k in range(timeouts):
             nxt = keys[(owner + k + 1) % 3]
             s.observe_actions(
-                [act(wid, "notify_officer", nxt, step=k + 1, reason="no ack within 1 s: escalate")],
+                [act(wid, "notify_officer", nxt, step=k + 1, cause="escalation")],
                 10.0 * i + k,
             )
         if acked:

@@ -8,10 +8,10 @@ stream). Everything is derived from the messages themselves:
 - time to reach the resident: first contact action (call, chat, visit) -> answered call,
   read message or visit done;
 - escalations: ``notify_officer`` entering a rung above the first (``step > 0``, attempt 1);
-- deadlines missed: a notification caused by a timeout (its ``reason`` says "no ack within"),
-  charged to the officer notified before it;
-- outcomes: reported by feedback, or (expired, cancelled, unreachable) read from the engine's
-  ``stand_down`` reasons.
+- deadlines missed: a notification caused by a timeout (``cause`` ``repeat`` or
+  ``escalation``), charged to the officer notified before it;
+- outcomes: reported by feedback, or (expired, cancelled, unreachable) from the ``cause`` of the
+  engine's ``stand_down`` actions. Statistics read causes, never the prose of ``reason``.
 
 Counters are numpy arrays indexed by officer and grid, so the cost is O(events) with no
 per-resident Python objects; only warnings (thousands a month) get a row in a dict. One extra
@@ -30,6 +30,7 @@ from engine.model import (
     Action,
     AreaTarget,
     CallResult,
+    Cause,
     FeedbackEvent,
     MessageRead,
     Outcome,
@@ -241,7 +242,7 @@ class Stats:
                 if np.isnan(w["notified"][row]):
                     w["notified"][row] = now
                     w["owner"][row] = oi
-                if "no ack within" in a.reason:
+                if a.cause in ("repeat", "escalation"):  # nobody acked within the deadline
                     last = int(w["last"][row])
                     c["missed"][last if last >= 0 else self.n_officers] += 1
                     w["missed"][row] += 1
@@ -263,17 +264,16 @@ class Stats:
                     c["calls"][oi] += 1
                 else:
                     c["visits"][oi] += 1
-            elif kind == "stand_down" and w["outcome"][row] < 0:
-                w["outcome"][row] = self._ending(a.reason, row)
+            elif kind == "stand_down" and w["outcome"][row] < 0 and a.cause != "outcome":
+                # A reported outcome is counted from the feedback event itself.
+                w["outcome"][row] = self._ending(a.cause, row)
 
-    def _ending(self, reason: str, row: int) -> int:
-        """How the engine ended a warning, from its stand-down reason."""
-        if reason.startswith("outcome reported: "):
-            return _OUTCOME_CODE.get(reason.split(": ", 1)[1], _OUTCOME_CODE["resolved"])
-        if "cancel" in reason:
+    def _ending(self, cause: Cause, row: int) -> int:
+        """How the engine ended a warning, from its stand-down's cause."""
+        if cause == "cancel":
             return _OUTCOME_CODE["cancelled"]
         tried = not np.isnan(self._w["contact"][row]) and np.isnan(self._w["reached"][row])
-        if "contact ladder exhausted" in reason or ("expir" in reason and tried):
+        if cause == "exhausted" or (cause == "expiry" and tried):
             return _OUTCOME_CODE["unreachable"]
         return _OUTCOME_CODE["expired"]
 
