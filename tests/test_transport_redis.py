@@ -7,6 +7,7 @@ skip. Real network I/O, so the real clock with short ``fail_after`` bounds, no a
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Iterator
 
@@ -254,6 +255,214 @@ async def test_entry_without_payload_field_is_dead_lettered_by_transport(server,
         ((_, f),) = await t.client.read_group(n.dead, "ops", "o1", ">", 10, None)
         assert f is not None and f[b"source_id"] == bad.encode()
         assert b"no 'raw' field" in f[b"reason"] and f[b"raw"] == b'{"data":"{}"}'
+        assert pending(server, n.intake) == 0
+
+
+def delivered(server: RedisServer, stream: str, eid: str, group: str = "wd-engine") -> int | None:
+    """XPENDING's delivery count of one entry, None once it is no longer pending (a probe)."""
+    rows = server.client().xpending_range(stream, group, eid, eid, 1)
+    return int(rows[0]["times_delivered"]) if rows else None
+
+
+def dead_letters(server: RedisServer, stream: str) -> list[dict[bytes, bytes]]:
+    """Every entry of the dead-letter stream, oldest first (a probe, no consumer group)."""
+    return [fields for _, fields in server.client().xrange(stream)]  # type: ignore[misc, union-attr]
+
+
+def poison_reason(times: int, limit: int) -> bytes:
+    return (
+        f"delivered {times} times without being acknowledged (limit {limit}): retired as poison"
+    ).encode()
+
+
+HISTORY_FIELDS = {
+    b"reason",
+    b"raw",
+    b"source_id",
+    b"stream",
+    b"consumer",
+    b"at",
+    b"times_delivered",
+    b"last_consumer",
+    b"idle_ms",
+}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_entries_without_payload_never_stall_the_source(server, client):
+    """Batches made only of entries without a ``raw`` field, fresh or left in the PEL by a
+    crash, are dead-lettered with the reason, and the source goes on to the next entry."""
+    n = names()
+    shapes: list[dict[str, bytes]] = [
+        {"data": b"{}"},
+        {"RAW": b"x", "id": b"7"},
+        {"raw_b64": b"e30="},
+    ]
+    async with open_client(client, server.host, server.port) as c:
+        assert await c.create_group(n.intake, "wd-engine")
+        (bad0,) = await c.add_many(n.intake, shapes[:1], None)
+        (good0,) = await produce(c, n.intake, [warning_json(0)])
+        # A previous run of c1 read both and crashed before handling either.
+        assert [e for e, _ in await c.read_group(n.intake, "wd-engine", "c1", ">", 10, None)] == [
+            bad0,
+            good0,
+        ]
+        bad1, bad2 = await c.add_many(n.intake, shapes[1:], None)
+        (good1,) = await produce(c, n.intake, [warning_json(1)])
+        src = await RedisStreamSource.open(c, n.intake, n.dead, opts(batch_size=2))
+        with trio.fail_after(5):
+            assert await consume(src, 2) == ["w-0", "w-1"]
+        dead = dead_letters(server, n.dead)
+        assert [f[b"source_id"] for f in dead] == [i.encode() for i in (bad0, bad1, bad2)]
+        assert [f[b"reason"] for f in dead] == [
+            b"entry has no 'raw' field (fields: ['data'])",
+            b"entry has no 'raw' field (fields: ['RAW', 'id'])",
+            b"entry has no 'raw' field (fields: ['raw_b64'])",
+        ]
+        assert [f[b"raw"] for f in dead] == [
+            b'{"data":"{}"}',
+            b'{"RAW":"x","id":"7"}',
+            b'{"raw_b64":"e30="}',
+        ]
+        assert all(f[b"stream"] == n.intake.encode() and b"times_delivered" not in f for f in dead)
+        assert src.retired == 0 and pending(server, n.intake) == 0
+        assert good1 not in src.outstanding and not src.outstanding
+
+
+def test_max_deliveries_defaults_to_five_and_must_be_positive():
+    assert SourceOptions().max_deliveries == 5
+    with pytest.raises(ValueError, match="max_deliveries must be at least 1"):
+        SourceOptions(max_deliveries=0)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_entry_up_to_the_limit_is_redelivered_normally(server, client):
+    """Delivered exactly ``max_deliveries`` times (the default, 5): still handed out, marked
+    ``redelivered``, and nothing is dead-lettered."""
+    n = names()
+    raw = warning_json(0)
+    async with open_client(client, server.host, server.port) as c:
+        (eid,) = await produce(c, n.intake, [raw])
+        src = await RedisStreamSource.open(c, n.intake, n.dead, opts())
+        with trio.fail_after(5):
+            (d,) = await src.receive_batch()
+        assert d.id == eid and not d.redelivered and delivered(server, n.intake, eid) == 1
+        for times in range(2, 6):  # restarts of the same consumer: deliveries 2..5
+            src = await RedisStreamSource.open(c, n.intake, n.dead, opts())
+            with trio.fail_after(5):
+                (d,) = await src.receive_batch()
+            assert (d.id, d.raw, d.redelivered) == (eid, raw, True)
+            assert delivered(server, n.intake, eid) == times
+        assert src.retired == 0 and server.client().xlen(n.dead) == 0
+        await src.ack([eid])
+        assert pending(server, n.intake) == 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_poison_entry_is_retired_after_restarts_of_its_consumer(server, client, caplog):
+    """The engine dies on an entry (never acks it) and restarts with the same consumer name,
+    again and again: past ``max_deliveries`` the entry goes to the dead stream with its
+    history and is acked; the entries after it come through in order."""
+    n = names()
+    limit = 3
+    poison = warning_json(0)
+    async with open_client(client, server.host, server.port) as c:
+        ids = await produce(c, n.intake, [poison, warning_json(1), warning_json(2)])
+        o = opts(max_deliveries=limit, batch_size=1)
+        src = await RedisStreamSource.open(c, n.intake, n.dead, o)
+        with trio.fail_after(5):
+            (d,) = await src.receive_batch()
+        assert d.id == ids[0] and not d.redelivered  # delivery 1, then a "crash"
+        for times in range(2, limit + 1):
+            src = await RedisStreamSource.open(c, n.intake, n.dead, o)
+            with trio.fail_after(5):
+                (d,) = await src.receive_batch()
+            assert (d.id, d.redelivered, src.retired) == (ids[0], True, 0)
+            assert delivered(server, n.intake, ids[0]) == times
+        await trio.sleep(0.06)  # the last run held it this long before dying
+        src = await RedisStreamSource.open(c, n.intake, n.dead, o)
+        with caplog.at_level(logging.INFO, logger="engine.transport.redis"), trio.fail_after(5):
+            got = [d for _ in range(2) for d in await src.receive_batch()]
+        assert [(d.id, d.redelivered) for d in got] == [(ids[1], False), (ids[2], False)]
+        assert (src.retired, src.claimed) == (1, 0)
+        assert delivered(server, n.intake, ids[0]) is None  # acked: no restart sees it again
+        ((f),) = dead_letters(server, n.dead)
+        assert set(f) == HISTORY_FIELDS
+        assert f[b"reason"] == poison_reason(limit + 1, limit)
+        assert (f[b"raw"], f[b"source_id"], f[b"stream"]) == (
+            poison,
+            ids[0].encode(),
+            n.intake.encode(),
+        )
+        assert (f[b"times_delivered"], f[b"consumer"], f[b"last_consumer"]) == (
+            str(limit + 1).encode(),
+            b"c1",
+            b"c1",
+        )
+        assert 50 <= int(f[b"idle_ms"]) < 5000
+        # The log says which entry, how often and why; never the payload.
+        lines = [r.getMessage() for r in caplog.records if ids[0] in r.getMessage()]
+        assert len(lines) == 1
+        assert n.intake in lines[0] and poison_reason(limit + 1, limit).decode() in lines[0]
+        assert "w-0" not in caplog.text and "fraud" not in caplog.text
+        await src.ack([d.id for d in got])
+        assert pending(server, n.intake) == 0
+        # A further restart finds nothing of it: no loop.
+        src = await RedisStreamSource.open(c, n.intake, n.dead, o)
+        with trio.move_on_after(0.3):
+            extra = await src.receive_batch()
+            raise AssertionError(f"unexpected redelivery {extra}")
+        assert len(dead_letters(server, n.dead)) == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_poison_entry_is_retired_when_claimed(server, client):
+    """Consumers die one after another holding the same entry, each claimed by the next with
+    XAUTOCLAIM: past ``max_deliveries`` the claimer retires it, naming the last holder."""
+    n = names()
+    limit = 2
+    poison = warning_json(0)
+    async with open_client(client, server.host, server.port) as c:
+        ids = await produce(c, n.intake, [poison, warning_json(1), warning_json(2)])
+        a = await RedisStreamSource.open(
+            c, n.intake, n.dead, opts(consumer="c1", batch_size=1, max_deliveries=limit)
+        )
+        with trio.fail_after(5):
+            (d,) = await a.receive_batch()
+        assert d.id == ids[0] and not d.redelivered  # delivery 1; c1 dies
+        await trio.sleep(0.06)
+        b = await RedisStreamSource.open(
+            c,
+            n.intake,
+            n.dead,
+            opts(consumer="c2", batch_size=1, claim_idle_s=0.05, max_deliveries=limit),
+        )
+        with trio.fail_after(5):
+            (d,) = await b.receive_batch()
+        assert (d.id, d.redelivered, b.claimed, b.retired) == (ids[0], True, 1, 0)
+        assert delivered(server, n.intake, ids[0]) == 2  # at the limit: still handed out; c2 dies
+        await trio.sleep(0.06)
+        third = await RedisStreamSource.open(
+            c, n.intake, n.dead, opts(consumer="c3", claim_idle_s=0.05, max_deliveries=limit)
+        )
+        with trio.fail_after(5):
+            got = await third.receive_batch()
+        assert [(d.id, d.redelivered) for d in got] == [(ids[1], False), (ids[2], False)]
+        assert (third.retired, third.claimed) == (1, 0)
+        assert delivered(server, n.intake, ids[0]) is None
+        ((f),) = dead_letters(server, n.dead)
+        assert set(f) == HISTORY_FIELDS
+        assert f[b"reason"] == poison_reason(3, limit)
+        assert (f[b"raw"], f[b"source_id"], f[b"stream"], f[b"times_delivered"]) == (
+            poison,
+            ids[0].encode(),
+            n.intake.encode(),
+            b"3",
+        )
+        # Retired by c3; held (and died on) by c2, idle since then.
+        assert (f[b"consumer"], f[b"last_consumer"]) == (b"c3", b"c2")
+        assert 50 <= int(f[b"idle_ms"]) < 5000
+        await third.ack([d.id for d in got])
         assert pending(server, n.intake) == 0
 
 

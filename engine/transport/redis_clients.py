@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -21,6 +21,18 @@ Entry = tuple[str, dict[bytes, bytes] | None]
 """A stream entry: its id and its fields (None if the entry was deleted while pending)."""
 
 ClientName = Literal["coredis", "redis-py"]
+
+
+class PendingEntry(NamedTuple):
+    """One entry of a group's pending list, as extended ``XPENDING`` reports it: who holds it,
+    for how long since its last delivery, and how often it was delivered (poison detection)."""
+
+    id: str
+    consumer: str
+    idle_ms: int
+    times_delivered: int
+
+
 T = TypeVar("T")
 
 
@@ -44,6 +56,25 @@ class StreamClient(Protocol):
         self, stream: str, group: str, consumer: str, min_idle_ms: int, start: str, count: int
     ) -> tuple[str, list[Entry], list[str]]:
         """(next cursor, claimed entries, ids that were pending but are gone from the stream)."""
+        ...
+
+    async def pending(self, stream: str, group: str, ids: Sequence[str]) -> list[PendingEntry]:
+        """Extended XPENDING for exactly ``ids`` (``XPENDING stream group id id 1`` each, in one
+        pipelined round trip), in the order given; an id no longer pending is left out."""
+        ...
+
+    async def pending_range(
+        self,
+        stream: str,
+        group: str,
+        start: str,
+        count: int,
+        *,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+    ) -> list[PendingEntry]:
+        """``XPENDING stream group [IDLE min_idle_ms] start + count [consumer]``: the pending
+        list as it is *before* a read or a claim resets who holds an entry and its idle time."""
         ...
 
     async def add_many(
@@ -174,6 +205,41 @@ class CoredisClient:
         cursor, entries = res[0], res[1]
         deleted = [_s(i) for i in res[2]] if len(res) > 2 else []  # type: ignore[misc]
         return _s(cursor), self._entries(entries), deleted
+
+    @staticmethod
+    def _pending(rows: object) -> list[PendingEntry]:
+        return [
+            PendingEntry(_s(r.identifier), _s(r.consumer), int(r.idle), int(r.delivered))
+            for r in rows or ()  # type: ignore[attr-defined]
+        ]
+
+    async def pending(self, stream: str, group: str, ids: Sequence[str]) -> list[PendingEntry]:
+        async def op() -> list[PendingEntry]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                reqs = [pipe.xpending(stream, group, i, i, 1) for i in ids]
+            return [p for r in reqs for p in self._pending(await r)]
+
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._run(op)
+
+    async def pending_range(
+        self,
+        stream: str,
+        group: str,
+        start: str,
+        count: int,
+        *,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+    ) -> list[PendingEntry]:
+        rows = await self._run(
+            lambda: self._client.xpending(
+                stream, group, start, "+", count, idle=min_idle_ms, consumer=consumer
+            )
+        )
+        return self._pending(rows)
 
     def _trim(self, maxlen: int | None) -> dict[str, object]:
         if maxlen is None:
@@ -306,6 +372,47 @@ class RedisPyClient:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
             claimed.append((_s(eid), fields))
         return _s(cursor), claimed, deleted
+
+    @staticmethod
+    def _pending(rows: object) -> list[PendingEntry]:
+        return [
+            PendingEntry(
+                _s(r["message_id"]),
+                _s(r["consumer"]),
+                int(r["time_since_delivered"]),
+                int(r["times_delivered"]),
+            )
+            for r in rows or ()  # type: ignore[attr-defined]
+        ]
+
+    async def pending(self, stream: str, group: str, ids: Sequence[str]) -> list[PendingEntry]:
+        def op() -> list[object]:
+            pipe = self._client.pipeline(transaction=False)
+            for i in ids:
+                pipe.xpending_range(stream, group, i, i, 1)
+            return pipe.execute()
+
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        return [p for rows in await self._run(op) for p in self._pending(rows)]  # type: ignore[attr-defined]
+
+    async def pending_range(
+        self,
+        stream: str,
+        group: str,
+        start: str,
+        count: int,
+        *,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+    ) -> list[PendingEntry]:
+        rows = await self._run(
+            lambda: self._client.xpending_range(
+                stream, group, start, "+", count, consumername=consumer, idle=min_idle_ms
+            )
+        )
+        return self._pending(rows)
 
     async def add_many(
         self, stream: str, entries: Sequence[Mapping[str, bytes]], maxlen: int | None

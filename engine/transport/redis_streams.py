@@ -9,6 +9,11 @@ Guarantees, and how they are kept:
   stable consumer name a restarted engine gets its unacked entries back at once. Then it
   ``XAUTOCLAIM``-s entries of any consumer pending longer than ``claim_idle_s`` (a dead
   engine's work), and repeats that every ``claim_every_s``.
+- **Poison entries.** Both of those paths raise an entry's delivery count, so a message that
+  crashes or stalls the engine would come back at every restart. Before handing such entries
+  out the source asks ``XPENDING`` (one pipelined call for exactly those ids) how often each
+  was delivered; one delivered more than ``max_deliveries`` times goes to the dead-letter
+  stream with its history (count, last holder, idle time) and is ``XACK``-ed instead.
 - **Clean cancellation.** Whatever the server delivered to us but we did not return (a read
   cancelled in flight, a batch interrupted half way) is, by Redis' rules, in our PEL; any
   exception inside ``receive_batch`` therefore schedules a PEL rescan before the next read.
@@ -16,6 +21,8 @@ Guarantees, and how they are kept:
   rescans and claims, so nothing is handed out twice by one source.
 - **Dead letters.** ``XADD wd:dead {reason, raw, source_id, stream, consumer, at}`` and the
   ``XACK`` run in one ``MULTI``/``EXEC``: a dead letter is never acked without being stored.
+  A retired poison entry adds ``times_delivered``, ``last_consumer`` and ``idle_ms`` (who held
+  it before this source took it back, and for how long since its last delivery).
 - **Outbox.** One pipelined ``XADD wd:outbox {key, action}`` per action (optionally
   ``MAXLEN ~``); at-least-once, and a repeat carries the same ``key``.
 
@@ -27,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +44,13 @@ import trio
 
 from engine.model import Action
 from engine.transport.base import ActionEncoding, Delivery, encode_action
-from engine.transport.redis_clients import ClientName, Entry, StreamClient, open_client
+from engine.transport.redis_clients import (
+    ClientName,
+    Entry,
+    PendingEntry,
+    StreamClient,
+    open_client,
+)
 
 log = logging.getLogger("engine.transport.redis")
 
@@ -60,6 +73,9 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     ``block_s``: longest single ``XREADGROUP BLOCK`` (a wait for new entries is a loop of these).
     ``claim_idle_s``: an entry pending this long belongs to a dead consumer and is claimed.
     ``payload_field``: the entry field holding the raw message (producers ``XADD s raw <json>``).
+    ``max_deliveries``: an entry taken back (own backlog at start, or claimed) that Redis has
+    delivered more than this many times without an ack is retired to the dead-letter stream
+    instead of handed out: it is what crashed or stalled the engine each time (at least 1).
     """
 
     group: str = DEFAULT_GROUP
@@ -70,6 +86,11 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True):
     claim_every_s: float = 30.0
     payload_field: str = "raw"
     dead_maxlen: int | None = 1_000_000
+    max_deliveries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be at least 1, not {self.max_deliveries}")
 
 
 def default_consumer() -> str:
@@ -111,6 +132,8 @@ class RedisStreamSource:
         self._claim_cursor = "0-0"
         self.claimed = 0
         """Entries taken over from other consumers by XAUTOCLAIM (a health signal)."""
+        self.retired = 0
+        """Poison entries (delivered more than ``max_deliveries`` times) dead-lettered."""
 
     @classmethod
     async def open(
@@ -141,6 +164,14 @@ class RedisStreamSource:
     async def _step(self) -> list[Delivery]:
         opts, client = self.options, self.client
         if self._rescan:
+            # The same page of our PEL as the read below, taken first: the read resets idle time.
+            held = await client.pending_range(
+                self.stream,
+                opts.group,
+                f"({self._pel_cursor}",
+                opts.batch_size,
+                consumer=self.consumer,
+            )
             entries = await client.read_group(
                 self.stream, opts.group, self.consumer, self._pel_cursor, opts.batch_size, None
             )
@@ -148,14 +179,19 @@ class RedisStreamSource:
                 self._rescan = False
                 return []
             self._pel_cursor = entries[-1][0]
-            return await self._accept(entries, redelivered=True)
+            return await self._accept(entries, redelivered=True, held=held)
         now = trio.current_time()
         if now >= self._next_claim:
+            idle_ms = int(opts.claim_idle_s * 1000)
+            # What XAUTOCLAIM is about to take, with its holder: after the claim it is ours.
+            held = await client.pending_range(
+                self.stream, opts.group, self._claim_cursor, opts.batch_size, min_idle_ms=idle_ms
+            )
             cursor, entries, deleted = await client.autoclaim(
                 self.stream,
                 opts.group,
                 self.consumer,
-                int(opts.claim_idle_s * 1000),
+                idle_ms,
                 self._claim_cursor,
                 opts.batch_size,
             )
@@ -166,7 +202,7 @@ class RedisStreamSource:
             self._claim_cursor = cursor
             if cursor in ("0-0", "0"):  # a full pass: rest until the next one
                 self._next_claim = now + opts.claim_every_s
-            batch = await self._accept(entries, redelivered=True)
+            batch = await self._accept(entries, redelivered=True, held=held)
             if batch:
                 self.claimed += len(batch)
                 log.info("claimed %d idle entries of %s", len(batch), self.stream)
@@ -177,24 +213,72 @@ class RedisStreamSource:
         )
         return await self._accept(entries, redelivered=False)
 
-    async def _accept(self, entries: list[Entry], *, redelivered: bool) -> list[Delivery]:
-        out: list[Delivery] = []
-        for eid, fields in entries:
-            if eid in self.outstanding:
-                continue
-            if fields is None:  # trimmed or XDEL-ed while pending: nothing left to process
-                log.warning("entry %s of %s vanished while pending; acking it", eid, self.stream)
-                await self.client.ack(self.stream, self.options.group, [eid])
-                continue
-            raw = fields.get(self._field)
-            if raw is None:
-                names = sorted(k.decode(errors="replace") for k in fields)
-                reason = f"entry has no {self.options.payload_field!r} field (fields: {names})"
-                await self._store_dead(eid, msgspec.json.encode(fields_as_text(fields)), reason)
-                continue
-            out.append(Delivery(eid, bytes(raw), self.name, redelivered))
-            self.outstanding.add(eid)
+    async def _accept(
+        self, entries: list[Entry], *, redelivered: bool, held: Sequence[PendingEntry] = ()
+    ) -> list[Delivery]:
+        """Entries read or claimed, as deliveries; vanished ones acked, malformed and poison
+        ones dead-lettered. Shielded (each command is bounded): a cancel between these commands
+        would make a rescan read the entries again and count one more delivery for nothing."""
+        with trio.CancelScope(shield=True):
+            out: list[Delivery] = []
+            for eid, fields in entries:
+                if eid in self.outstanding:
+                    continue
+                if fields is None:  # trimmed or XDEL-ed while pending: nothing left to process
+                    log.warning(
+                        "entry %s of %s vanished while pending; acking it", eid, self.stream
+                    )
+                    await self.client.ack(self.stream, self.options.group, [eid])
+                    continue
+                raw = fields.get(self._field)
+                if raw is None:
+                    names = sorted(k.decode(errors="replace") for k in fields)
+                    reason = f"entry has no {self.options.payload_field!r} field (fields: {names})"
+                    await self._store_dead(eid, msgspec.json.encode(fields_as_text(fields)), reason)
+                    continue
+                out.append(Delivery(eid, bytes(raw), self.name, redelivered))
+            if redelivered and out:
+                out = await self._retire_poison(out, held)
+        # Only now, after the last await: an entry marked outstanding is one we return.
+        self.outstanding.update(d.id for d in out)
         return out
+
+    async def _retire_poison(
+        self, batch: list[Delivery], held: Sequence[PendingEntry]
+    ) -> list[Delivery]:
+        """``batch`` less the entries delivered more than ``max_deliveries`` times, which are
+        dead-lettered with their history and acked: each delivery of such an entry ended in a
+        crash or a stall, so handing it out again would only repeat that at every restart.
+
+        ``held`` is the pending list before our read or claim (who held each entry, idle how
+        long); the delivery counts come from XPENDING after it, which includes this delivery.
+        """
+        opts = self.options
+        limit = opts.max_deliveries
+        now = {
+            p.id: p
+            for p in await self.client.pending(self.stream, opts.group, [d.id for d in batch])
+        }
+        before = {p.id: p for p in held}
+        keep: list[Delivery] = []
+        for d in batch:
+            p = now.get(d.id)
+            if p is None or p.times_delivered <= limit:  # not pending: acked elsewhere, hand out
+                keep.append(d)
+                continue
+            last = before.get(d.id, p)
+            reason = (
+                f"delivered {p.times_delivered} times without being acknowledged "
+                f"(limit {limit}): retired as poison"
+            )
+            history = {
+                "times_delivered": str(p.times_delivered).encode(),
+                "last_consumer": last.consumer.encode(),
+                "idle_ms": str(last.idle_ms).encode(),
+            }
+            await self._store_dead(d.id, d.raw, reason, history)
+            self.retired += 1
+        return keep
 
     async def ack(self, ids: Sequence[str]) -> None:
         """XACK; call only once the engine's journal holds these entries."""
@@ -208,7 +292,11 @@ class RedisStreamSource:
         """Store reason and raw payload in the dead-letter stream and XACK, atomically."""
         await self._store_dead(delivery.id, delivery.raw, reason)
 
-    async def _store_dead(self, eid: str, raw: bytes, reason: str) -> None:
+    async def _store_dead(
+        self, eid: str, raw: bytes, reason: str, extra: Mapping[str, bytes] | None = None
+    ) -> None:
+        """XADD to the dead stream and XACK in one MULTI/EXEC; ``extra`` adds fields (the
+        history of a poison entry). The log line has the id and the reason, not the payload."""
         fields = {
             "reason": reason.encode(),
             "raw": raw,
@@ -216,6 +304,7 @@ class RedisStreamSource:
             "stream": self.stream.encode(),
             "consumer": self.consumer.encode(),
             "at": _now_iso().encode(),
+            **(extra or {}),
         }
         await self.client.add_and_ack(
             self.dead_stream, fields, self.options.dead_maxlen, self.stream, self.options.group, eid
