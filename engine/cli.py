@@ -510,7 +510,7 @@ async def _serve(
 ) -> None:
     from engine.campaigns import CampaignService
     from engine.journal import Journal
-    from engine.registry.recent import RecentTags
+    from engine.window_tags import RecentTags
     from engine.registry.responders import RegistryDirectory
     from engine.scheduler import Engine
     from engine.service import CampaignFeed, ServiceStats, serve

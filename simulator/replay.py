@@ -35,7 +35,7 @@ from engine.model import (
     ResidentTarget,
     WarningInstruction,
 )
-from engine.registry.recent import RecentTags
+from engine.window_tags import RecentTags
 from engine.registry.registry import Registry
 from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules, load_escalation

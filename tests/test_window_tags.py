@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.registry.recent import RecentTags
+from engine.window_tags import RecentTags
 from engine.rules.taxonomy import Taxonomy
 from tests.props import examples
 from tests.small_county import make_registry

@@ -20,6 +20,7 @@ from engine.audience.bitset import DEFAULT_CHUNK_WORDS, WORD_BITS, ChunkedBitset
 from engine.audience.expr import AudienceError, Tag, Unit
 from engine.audience.program import Audience, Disj, Evaluator, Leaf, PlanNode, compile_text
 from engine.privacy import mask_name, mask_phone, normalize_phone
+from engine.registry import snapshot
 from engine.registry.columns import KeyIndex, StrColumn, encode_all, grown
 from engine.registry.units import (
     GRID_ROLES,
@@ -31,8 +32,6 @@ from engine.registry.units import (
 
 if TYPE_CHECKING:
     from engine.rules.taxonomy import Taxonomy
-
-FAMILIES: tuple[str, ...] = ("tag", "station", "village", "grid", "officer")
 
 
 class UnknownNameError(AudienceError):
@@ -473,15 +472,11 @@ class Registry:
         return sum(s.nbytes() for s in self._all_sets())
 
     def save(self, path: str | Path) -> None:
-        from engine.registry.snapshot import save
-
-        save(self, Path(path))
+        snapshot.save(self, Path(path))
 
     @classmethod
     def load(cls, path: str | Path, taxonomy: Taxonomy | None = None) -> Registry:
-        from engine.registry.snapshot import load
-
-        return load(Path(path), taxonomy)
+        return snapshot.load(Path(path), cls, taxonomy)
 
 
 def _scatter(family: list[ChunkedBitset], owner: np.ndarray, ids: np.ndarray) -> None:

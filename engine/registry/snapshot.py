@@ -19,7 +19,8 @@ from engine.audience.bitset import WORD_BITS, ChunkedBitset
 from engine.audience.program import Evaluator
 from engine.errors import WarnDispatchError
 from engine.registry.columns import KeyIndex, StrColumn
-from engine.registry.units import Jurisdiction, Officer, Unit
+from engine.registry.units import FAMILIES, Jurisdiction, Officer, Unit
+from engine.rules.taxonomy import load_taxonomy
 
 if TYPE_CHECKING:
     from engine.registry.registry import Registry
@@ -49,8 +50,6 @@ class Meta(msgspec.Struct, frozen=True):
 
 
 def _set_order(registry: Registry) -> list[ChunkedBitset]:
-    from engine.registry.registry import FAMILIES
-
     return [registry.live] + [s for f in FAMILIES for s in registry.sets[f]]
 
 
@@ -110,10 +109,10 @@ def save(registry: Registry, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load(path: Path, taxonomy: Taxonomy | None = None) -> Registry:
-    """Open a snapshot written by :func:`save`. Tags are matched to ``taxonomy`` by key."""
-    from engine.registry.registry import FAMILIES, Registry
-    from engine.rules.taxonomy import load_taxonomy
+def load(path: Path, cls: type[Registry], taxonomy: Taxonomy | None = None) -> Registry:
+    """Open a snapshot written by :func:`save` as a ``cls`` (the registry passes its own class,
+    so this module needs it only for type checking: registry imports snapshot, never the
+    reverse). Tags are matched to ``taxonomy`` by key."""
 
     meta_file = path / "meta.msgpack"
     if not meta_file.is_file():
@@ -137,7 +136,7 @@ def load(path: Path, taxonomy: Taxonomy | None = None) -> Registry:
     def arr(name: str) -> np.ndarray:
         return np.load(path / f"{name}.npy", mmap_mode="c")
 
-    reg = Registry.__new__(Registry)
+    reg = cls.__new__(cls)
     reg.taxonomy = taxonomy
     reg.jurisdiction = Jurisdiction(meta.stations, meta.villages, meta.grids, meta.county)
     reg.chunk_words = meta.chunk_words

@@ -35,6 +35,10 @@ class Officer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grids: tuple[str, ...] = ()
 
 
+FAMILIES: tuple[str, ...] = ("tag", "station", "village", "grid", "officer")
+"""The kinds of set the registry indexes residents by, in snapshot order."""
+
+
 class RegistryError(WarnDispatchError, ValueError):
     """A registry operation was given something that does not exist or does not fit."""
 
