@@ -510,7 +510,6 @@ async def _serve(
 ) -> None:
     from engine.campaigns import CampaignService
     from engine.journal import Journal
-    from engine.window_tags import RecentTags
     from engine.registry.responders import RegistryDirectory
     from engine.scheduler import Engine
     from engine.service import CampaignFeed, ServiceStats, serve
@@ -522,6 +521,7 @@ async def _serve(
         SourceOptions,
         open_redis_transport,
     )
+    from engine.window_tags import RecentTags
 
     log = logging.getLogger("engine.serve")
     t0 = time.monotonic()
@@ -574,6 +574,7 @@ async def _serve(
                     t.outbox,
                     feedback=t.feedback,
                     campaigns=campaigns(t.campaigns),
+                    dead_letters=t.dead,
                     **watch,  # type: ignore[arg-type]
                 )
         else:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import msgspec
 import trio
@@ -36,7 +36,13 @@ from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
 from engine.scheduler import DeadLetter as EngineDeadLetter
 from engine.scheduler import Engine
-from engine.transport.base import DeadLetter, Delivery, IntakeSource, OutboxSink
+from engine.transport.base import (
+    DeadLetter,
+    DeadLetterSink,
+    Delivery,
+    IntakeSource,
+    OutboxSink,
+)
 
 log = logging.getLogger("engine.service")
 
@@ -64,12 +70,6 @@ class ServiceStats:
     send_retries: int = 0
     campaigns: int = 0
     started: float = field(default_factory=time.monotonic)
-
-
-class DeadLetterSink(Protocol):
-    """Where dead letters are kept (a JSON-lines file, the ``wd:dead`` stream): write one."""
-
-    async def write(self, record: DeadLetter) -> None: ...
 
 
 def _raw_of(message: object) -> bytes:
@@ -423,6 +423,8 @@ async def serve(
         await relay.flush()
         await engine.snapshot()
         nursery.cancel_scope.cancel()
+    sources = (intake, feedback, campaigns.source if campaigns is not None else None)
+    stats.dead_letters += sum(getattr(s, "dead_lettered", 0) for s in sources if s is not None)
     engine.on_dead_letter = None
     return stats
 

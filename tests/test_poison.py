@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,79 @@ def sink_actions(out: trio.MemoryReceiveChannel[Any]) -> list[Any]:
             got.extend(out.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
             return got
+
+
+@pytest.mark.redis
+async def test_redis_poison_is_dead_lettered_and_a_restart_does_not_loop(tmp_path: Path) -> None:
+    """In Redis mode: the fuzz report's poison entries (an id of 2**64, a year-1 time, a
+    400-deep audience, an entry without a payload, an ack for a warning nobody holds) each end
+    in ``wd:dead`` with a reason, the next valid warning is acted on, nothing stays pending,
+    and a restarted engine on the same journal and streams has nothing left to chew on."""
+    from engine.journal import FsyncPolicy, Journal
+    from engine.testing import RedisServer
+    from engine.transport import SourceOptions, open_redis_transport
+
+    good = warning(1) | {"id": "w-good"}
+    poison = [
+        warning(2) | {"id": "p-int", "target": {"type": "resident", "id": 2**64}},
+        warning(3) | {"id": "p-early", "issued_at": "0001-01-01T00:00:00+14:00"},
+    ]
+    deep = {**CAMPAIGN, "id": "c-deep", "audience": "(" * 400 + "elderly" + ")" * 400}
+    with RedisServer() as srv:
+        r = srv.client()
+        for p in poison:
+            r.xadd("wd:intake", {"raw": json.dumps(p).encode()})
+        r.xadd("wd:intake", {"something": b"else"})  # no payload at all
+        r.xadd("wd:campaigns", {"raw": json.dumps(deep).encode()})
+        r.xadd("wd:feedback", {"raw": b'{"type":"ack","warning_id":"nobody","officer":"P01"}'})
+        r.xadd("wd:intake", {"raw": json.dumps(good).encode()})
+
+        async def run_once() -> Any:
+            opts = SourceOptions(consumer="e1", block_s=0.05)
+            c_send, c_recv = trio.open_memory_channel[object](1000)
+            async with (
+                Journal.open(tmp_path / "j", fsync=FsyncPolicy.interval(2)) as journal,
+                Engine.open(RegistryDirectory(REG), RULES, journal=journal) as engine,
+                CampaignService.open(REG, c_send) as service,  # type: ignore[arg-type]
+                open_redis_transport("127.0.0.1", srv.port, options=opts) as t,
+                trio.open_nursery() as nursery,
+            ):
+                stop = trio.Event()
+                camp = CampaignFeed(t.campaigns, service, c_recv)  # type: ignore[arg-type]
+                stats = await nursery.start(
+                    lambda task_status: serve(
+                        engine,
+                        t.intake,
+                        t.outbox,
+                        feedback=t.feedback,
+                        stop=stop,
+                        handle_signals=False,
+                        campaigns=camp,
+                        dead_letters=t.dead,
+                        task_status=task_status,
+                    )
+                )
+                with trio.fail_after(10):
+                    while any(
+                        g["pending"] or g["lag"]
+                        for s in ("wd:intake", "wd:feedback", "wd:campaigns")
+                        for g in r.xinfo_groups(s)
+                    ) or not r.xlen("wd:outbox"):
+                        await trio.sleep(0.02)
+                stop.set()
+            return stats
+
+        first = await run_once()
+        dead = {f[b"reason"].decode(): f for _, f in r.xrange("wd:dead")}
+        assert any(k.startswith("target.id: ") for k in dead)
+        assert any(k.startswith("issued_at: ") for k in dead)
+        assert any("nested deeper than 32" in k for k in dead)
+        unknown = dead["feedback for an unknown warning"]
+        assert unknown[b"stream"] == b"engine:feedback" and unknown[b"source_id"] == b"nobody"
+        assert len(dead) == 5 and first.dead_letters == 5 and first.warnings == 1
+        outbox = [json.loads(f[b"action"]) for _, f in r.xrange("wd:outbox")]
+        assert {a["warning_id"] for a in outbox} == {"w-good"}
+        # A restart reads nothing again: every poison entry was acked with its dead letter.
+        second = await run_once()
+        assert second.warnings == second.feedback == second.dead_letters == 0
+        assert r.xlen("wd:dead") == 5

@@ -8,6 +8,7 @@
 
 from engine.transport.base import (
     DeadLetter,
+    DeadLetterSink,
     Delivery,
     FeedbackSource,
     IntakeSource,
@@ -23,6 +24,7 @@ from engine.transport.memory import (
     open_memory_outbox,
 )
 from engine.transport.redis_streams import (
+    RedisDeadLetters,
     RedisOutbox,
     RedisStreamSource,
     RedisTransport,
@@ -33,6 +35,7 @@ from engine.transport.redis_streams import (
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterSink",
     "Delivery",
     "FeedbackSource",
     "IntakeSource",
@@ -42,6 +45,7 @@ __all__ = [
     "MemoryIntake",
     "MemoryOutbox",
     "OutboxSink",
+    "RedisDeadLetters",
     "RedisOutbox",
     "RedisStreamSource",
     "RedisTransport",

@@ -108,6 +108,14 @@ FeedbackSource = IntakeSource
 
 
 @runtime_checkable
+class DeadLetterSink(Protocol):
+    """Where dead letters are kept (a JSON-lines file, the ``wd:dead`` stream): write one.
+    A service sends the engine's own rejections here, beside its sources' dead letters."""
+
+    async def write(self, record: DeadLetter) -> None: ...
+
+
+@runtime_checkable
 class OutboxSink(Protocol):
     """Actions out. ``send`` returns once the batch is handed over (written and flushed, or
     stored in Redis). Delivery is at-least-once: after an error the engine sends the batch

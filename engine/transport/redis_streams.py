@@ -43,7 +43,7 @@ import msgspec
 import trio
 
 from engine.model import Action
-from engine.transport.base import ActionEncoding, Delivery, encode_action
+from engine.transport.base import ActionEncoding, DeadLetter, Delivery, encode_action
 from engine.transport.redis_clients import (
     ClientName,
     Entry,
@@ -133,6 +133,9 @@ class RedisStreamSource:
         self.claimed = 0
         """Entries taken over from other consumers by XAUTOCLAIM (a health signal)."""
         self.retired = 0
+        self.dead_lettered = 0
+        """Entries this source dead-lettered on its own (no payload, retired as poison), which
+        the engine never saw; a service adds them to its count of dead letters."""
         """Poison entries (delivered more than ``max_deliveries`` times) dead-lettered."""
 
     @classmethod
@@ -235,6 +238,7 @@ class RedisStreamSource:
                     names = sorted(k.decode(errors="replace") for k in fields)
                     reason = f"entry has no {self.options.payload_field!r} field (fields: {names})"
                     await self._store_dead(eid, msgspec.json.encode(fields_as_text(fields)), reason)
+                    self.dead_lettered += 1
                     continue
                 out.append(Delivery(eid, bytes(raw), self.name, redelivered))
             if redelivered and out:
@@ -278,6 +282,7 @@ class RedisStreamSource:
             }
             await self._store_dead(d.id, d.raw, reason, history)
             self.retired += 1
+            self.dead_lettered += 1
         return keep
 
     async def ack(self, ids: Sequence[str]) -> None:
@@ -315,6 +320,29 @@ class RedisStreamSource:
     async def aclose(self) -> None:
         """Nothing to release: the client is shared and closed by its owner."""
         await trio.lowlevel.checkpoint()
+
+
+class RedisDeadLetters:
+    """The engine's own rejections (feedback for an unknown warning, ...) into the dead-letter
+    stream, with the same fields as a source's dead letters; ``stream`` names where the
+    message had come from (``engine:feedback``). Nothing to acknowledge: the message's own
+    entry is acked by its source once this write has returned."""
+
+    def __init__(self, client: StreamClient, stream: str, maxlen: int | None = None) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+
+    async def write(self, record: DeadLetter) -> None:
+        fields = {
+            "reason": record.reason.encode(),
+            "raw": record.raw,
+            "source_id": record.source_id.encode(),
+            "stream": record.source.encode(),
+            "at": (record.at or _now_iso()).encode(),
+        }
+        await self.client.add_many(self.stream, [fields], self.maxlen)
+        log.warning("dead letter %s#%s: %s", record.source, record.source_id, record.reason)
 
 
 def fields_as_text(fields: dict[bytes, bytes]) -> dict[str, str]:
@@ -367,6 +395,7 @@ class RedisTransport:
     campaigns: RedisStreamSource
     outbox: RedisOutbox
     names: StreamNames
+    dead: RedisDeadLetters
 
 
 @asynccontextmanager
@@ -388,4 +417,5 @@ async def open_redis_transport(
         feedback = await RedisStreamSource.open(c, names.feedback, names.dead, options)
         campaigns = await RedisStreamSource.open(c, names.campaigns, names.dead, options)
         outbox = RedisOutbox(c, names.outbox, maxlen=outbox_maxlen, encoding=encoding)
-        yield RedisTransport(c, intake, feedback, campaigns, outbox, names)
+        dead = RedisDeadLetters(c, names.dead, (options or SourceOptions()).dead_maxlen)
+        yield RedisTransport(c, intake, feedback, campaigns, outbox, names, dead)
