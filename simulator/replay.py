@@ -35,12 +35,12 @@ from engine.model import (
     ResidentTarget,
     WarningInstruction,
 )
-from engine.window_tags import RecentTags
 from engine.registry.registry import Registry
 from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.scheduler import Engine
 from engine.stats import Stats, Summary
+from engine.window_tags import RecentTags
 from simulator.actors import Actors
 from simulator.traffic import Traffic, TrafficSpec, generate_traffic
 

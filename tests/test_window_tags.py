@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.window_tags import RecentTags
 from engine.rules.taxonomy import Taxonomy
+from engine.window_tags import RecentTags
 from tests.props import examples
 from tests.small_county import make_registry
 
