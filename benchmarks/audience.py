@@ -30,7 +30,7 @@ from engine.audience.bitset import ChunkedBitset
 from engine.audience.expr import parse
 from engine.audience.program import Audience, Conj, Disj, Leaf, PlanNode
 from engine.registry.registry import Registry
-from simulator.county import CountySpec, generate_county
+from engine.registry.synthetic import CountySpec, generate_county
 
 VARIANTS = 8
 TEMPLATES: dict[str, str] = {

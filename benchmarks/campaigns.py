@@ -29,7 +29,7 @@ from engine.campaigns.ledger import Ledger
 from engine.campaigns.planning import plan_campaign
 from engine.campaigns.policy import CampaignPolicy
 from engine.registry.registry import Registry
-from simulator.county import CountySpec, generate_county
+from engine.registry.synthetic import CountySpec, generate_county
 
 POLICY = CampaignPolicy()
 NOW = 30 * 86400.0

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.timing import fmt_seconds, measure
 from engine.registry.registry import Registry
-from simulator.county import CountySpec, generate_county
+from engine.registry.synthetic import CountySpec, generate_county
 
 
 def operations(reg: Registry) -> dict[str, tuple[float, float]]:

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.tables import show
-from engine.cli import open_county
+from engine.cli.common import open_county
 from simulator.replay import SimResult, _Replay, replay
 from simulator.traffic import TrafficSpec
 

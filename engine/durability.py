@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from engine.journal.disk import JournalError
 from engine.machine import TICK, Event, Intake, WarningState, step
 from engine.model import Action, FeedbackEvent, Responders, WarningInstruction
 from engine.rules.escalation import EscalationRules
@@ -94,7 +95,7 @@ _record_decoder = msgspec.msgpack.Decoder(Record)
 _snapshot_decoder = msgspec.msgpack.Decoder(EngineSnapshot)
 
 
-class JournalFormatError(ValueError):
+class JournalFormatError(JournalError, ValueError):
     """A journal record or snapshot this version cannot read (another format, or not ours)."""
 
 

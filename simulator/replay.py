@@ -26,6 +26,7 @@ import numpy as np
 import trio
 import trio.testing
 
+from engine.app import AppConfig, open_app
 from engine.campaigns import Campaign, CampaignError, CampaignService
 from engine.journal import FsyncPolicy, Journal
 from engine.model import (
@@ -36,7 +37,6 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.registry.registry import Registry
-from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.scheduler import Engine
 from engine.stats import Stats, Summary
@@ -46,8 +46,8 @@ from simulator.traffic import Traffic, TrafficSpec, generate_traffic
 
 CAMPAIGN_POLL_S = 15.0
 """Simulated seconds between takes from the campaign channel while campaigns are sending. The
-channel holds ``CAMPAIGN_CHANNEL`` actions, several times what all accounts send in that time."""
-CAMPAIGN_CHANNEL = 65536
+channel (``engine.app.CAMPAIGN_CHANNEL``) holds several times what all accounts send in that
+time."""
 
 ProgressHook = Callable[[float, int], None]
 """Called about once per simulated hour with (simulated seconds, events so far)."""
@@ -88,7 +88,8 @@ class _Replay:
         self.journal_dir = journal_dir
         self.on_finish = on_finish
         self.reg = registry
-        self.recent = RecentTags(registry)  # warned_7d, broadcast_7d ... as the engine keeps them
+        self.recent: RecentTags  # warned_7d, broadcast_7d ...: the app's, set when it opens
+        self.stats: Stats  # the app's recorder, on the simulated clock
         self.spec = spec
         self.traffic = traffic
         self.rules = rules
@@ -310,7 +311,6 @@ class _Replay:
     async def _run(self, journal: Journal | None) -> tuple[int, Summary]:
         self.t0 = t0 = trio.current_time()
         start = self.spec.start
-        self.stats = Stats.from_registry(self.reg, start=t0)
         self.actors = Actors(self.spec.actors, self.spec.seed + 7, self.load, start)
 
         def engine_wall() -> datetime:
@@ -319,16 +319,18 @@ class _Replay:
         def campaign_wall(t: float) -> datetime:
             return start + timedelta(seconds=t - t0)
 
-        send, recv = trio.open_memory_channel[object](CAMPAIGN_CHANNEL)
-        directory = RegistryDirectory(self.reg)
-        options = dict(self.engine_options)
-        if journal is not None:
-            options["journal"] = journal
-        async with (
-            Engine.open(directory, self.rules, wall_clock=engine_wall, **options) as engine,
-            CampaignService.open(self.reg, send, wall_clock=campaign_wall) as cs,  # type: ignore[arg-type]
-            trio.open_nursery() as nursery,
-        ):
+        config = AppConfig(
+            registry=self.reg,
+            rules=self.rules,
+            journal=journal,
+            wall_clock=engine_wall,
+            campaign_wall_clock=campaign_wall,
+            stats_start=t0,
+            engine_options=self.engine_options,
+        )
+        async with open_app(config) as app, trio.open_nursery() as nursery:
+            engine, cs, recv = app.engine, app.campaigns, app.campaign_actions
+            self.stats, self.recent = app.stats, app.window_tags
             nursery.start_soon(self._engine_consumer, engine)
             nursery.start_soon(self._campaign_consumer, recv)
             await self._driver(engine, cs)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engine.cli import main
 from engine.registry.registry import Registry
 from engine.registry.snapshot import SnapshotError
-from simulator.county import CountySpec, generate_county
+from engine.registry.synthetic import CountySpec, generate_county
 
 SMALL = ["--residents", "4000", "--seed", "3"]
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from engine.registry.registry import Registry
+from engine.registry.synthetic import CountySpec, generate_county
 from engine.rules.escalation import load_escalation
 from engine.rules.loading import RuleError
 from engine.scheduler import Engine
-from simulator.county import CountySpec, generate_county
 from simulator.replay import SimResult, replay
 from simulator.report import write_reports
 from simulator.traffic import (

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import WarnDispatchError
 from engine.journal import framing
 from engine.journal.framing import HEADER_SIZE, SEGMENT_MAGIC, Stop
 
@@ -38,7 +39,7 @@ _TEMP = re.compile(r"^\d{8}\.snapshot\.tmp$")
 FILE_MODE = 0o600  # records hold personal data
 
 
-class JournalError(Exception):
+class JournalError(WarnDispatchError):
     """Base of the journal's errors."""
 
 

@@ -17,6 +17,8 @@ from typing import Literal, NamedTuple, Protocol, TypeVar
 
 import trio
 
+from engine.errors import WarnDispatchError
+
 Entry = tuple[str, dict[bytes, bytes] | None]
 """A stream entry: its id and its fields (None if the entry was deleted while pending)."""
 
@@ -100,7 +102,7 @@ COMMAND_TIMEOUT_S = 10.0
 """How long a Redis command may take (beyond its BLOCK time) before we give up on it."""
 
 
-class RedisCommandTimeout(TimeoutError):
+class RedisCommandTimeout(WarnDispatchError, TimeoutError):
     """Redis did not answer within :data:`COMMAND_TIMEOUT_S`."""
 
 

@@ -1,0 +1,180 @@
+"""The composition root: the one place that assembles a running engine from its parts.
+
+Why one place: ``warn-dispatch serve``, the simulator's replay, the tests and any system that
+embeds the engine all need the same assembly (journal -> engine -> campaign service, with the
+statistics recorder and the window tags watching what crosses the edges). Done once here, a new
+component (an HTTP server, a group of engines) is added in one place, not in every caller.
+Alertmanager keeps its process wiring in ``app/`` for the same reason.
+
+    config = AppConfig(registry=Registry.load(path), journal=Path("var/journal"))
+    async with open_app(config) as app:
+        stats = await app.serve(intake, outbox, feedback=fb, dead_letters=dead)
+
+``App`` exposes the parts for callers that drive them differently (the simulator feeds the
+engine directly and observes with its own clock). Nothing here does I/O of its own beyond what
+the parts do; transports stay with the caller, who knows which ones it wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.campaigns import CampaignService
+from engine.campaigns.campaign import Campaign, CampaignAction
+from engine.journal import FsyncPolicy, Journal
+from engine.registry.registry import Registry
+from engine.registry.responders import RegistryDirectory
+from engine.rules.escalation import EscalationRules, load_escalation
+from engine.scheduler import Engine
+from engine.service import CampaignFeed, InputObserver, Observer, ServiceStats, serve
+from engine.stats import Stats, Summary
+from engine.transport.base import DeadLetterSink, IntakeSource, OutboxSink
+from engine.window_tags import RecentTags
+
+CAMPAIGN_CHANNEL = 65536
+"""Campaign actions buffered between the campaign service and the outbox."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    """What a running engine is made of. Only ``registry`` is required.
+
+    ``journal``: a folder (opened and closed by the app), an already open :class:`Journal`
+    (the caller owns it), or None for an engine that keeps everything in memory.
+    ``wall_clock`` / ``campaign_wall_clock``: injected clocks (the simulator's month; tests).
+    ``stats_start``: the time statistics count from (default: the engine's ``now()`` at open).
+    ``engine_options``: further :class:`Engine` options (``retain_ended_s``, capacities ...).
+    """
+
+    registry: Registry
+    rules: EscalationRules | None = None
+    journal: Path | Journal | None = None
+    fsync: FsyncPolicy = field(default_factory=FsyncPolicy.always)
+    snapshot_every: int = 50_000
+    wall_clock: Callable[[], datetime] | None = None
+    campaign_wall_clock: Callable[[float], datetime] | None = None
+    stats_start: float | None = None
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class App:
+    """A running engine and the parts around it, for the duration of :func:`open_app`."""
+
+    config: AppConfig
+    engine: Engine
+    campaigns: CampaignService
+    campaign_actions: trio.MemoryReceiveChannel[CampaignAction]
+    stats: Stats
+    window_tags: RecentTags
+    journal: Journal | None
+
+    @property
+    def observers(self) -> list[Observer]:
+        """Told of every batch of actions sent: statistics and window tags (``warned_7d``)."""
+        return [self.stats.observe_actions, self.window_tags.observe_actions]
+
+    @property
+    def input_observers(self) -> list[InputObserver]:
+        """Told of every accepted batch of warnings and feedback."""
+        return [self.stats.observe_inputs]
+
+    def campaign_issued(self, campaign: Campaign) -> None:
+        """A campaign was issued: statistics and window tags remember its category."""
+        self.stats.observe_campaign_issued(campaign)
+        self.window_tags.observe_campaign_issued(campaign)
+
+    def campaign_feed(self, source: IntakeSource | None) -> CampaignFeed:
+        """Campaigns from ``source`` (or none, only re-issued ones) into this app's service."""
+        observers: Sequence[Callable[[list[object], float], object]] = [
+            self.stats.observe_campaign_many,
+            self.window_tags.observe_campaign,
+        ]
+        return CampaignFeed(
+            source,
+            self.campaigns,
+            self.campaign_actions,  # type: ignore[arg-type]  # a channel of one action type
+            observers=observers,
+            on_issued=self.campaign_issued,
+        )
+
+    async def serve(
+        self,
+        intake: IntakeSource,
+        outbox: OutboxSink,
+        *,
+        feedback: IntakeSource | None = None,
+        campaigns: IntakeSource | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        stop: trio.Event | None = None,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
+    ) -> ServiceStats:
+        """Run :func:`engine.service.serve` with this app's parts and observers until SIGINT,
+        SIGTERM or ``stop``; returns the service's counters."""
+        return await serve(
+            self.engine,
+            intake,
+            outbox,
+            feedback=feedback,
+            stop=stop,
+            handle_signals=handle_signals,
+            observers=self.observers,
+            input_observers=self.input_observers,
+            campaigns=self.campaign_feed(campaigns),
+            dead_letters=dead_letters,
+            task_status=task_status,
+        )
+
+    def summary(self) -> Summary:
+        """The statistics so far, in the format of the simulator's ``summary.json``."""
+        return self.stats.summary(until=self.engine.now())
+
+
+@asynccontextmanager
+async def open_app(config: AppConfig) -> AsyncIterator[App]:
+    """Open the journal (if a folder), the engine over the registry, and the campaign service;
+    close them in reverse order on exit."""
+    async with AsyncExitStack() as stack:
+        journal: Journal | None
+        if isinstance(config.journal, Path):
+            journal = await stack.enter_async_context(
+                Journal.open(config.journal, fsync=config.fsync)
+            )
+        else:
+            journal = config.journal
+        reg = config.registry
+        engine = await stack.enter_async_context(
+            Engine.open(
+                RegistryDirectory(reg),
+                config.rules if config.rules is not None else load_escalation(),
+                journal=journal,
+                snapshot_every=config.snapshot_every,
+                wall_clock=config.wall_clock,
+                **config.engine_options,
+            )
+        )
+        send, recv = trio.open_memory_channel[CampaignAction](CAMPAIGN_CHANNEL)
+        options: dict[str, Any] = {
+            "on_ended": lambda campaign_id, _state: engine.end_campaign(campaign_id)
+        }
+        if config.campaign_wall_clock is not None:
+            options["wall_clock"] = config.campaign_wall_clock
+        campaigns = await stack.enter_async_context(CampaignService.open(reg, send, **options))
+        start = config.stats_start if config.stats_start is not None else engine.now()
+        yield App(
+            config=config,
+            engine=engine,
+            campaigns=campaigns,
+            campaign_actions=recv,
+            stats=Stats.from_registry(reg, start=start),
+            window_tags=RecentTags(reg),
+            journal=journal,
+        )

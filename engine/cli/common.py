@@ -1,0 +1,96 @@
+"""What the commands share: the console, the cache folder, failing with one line, and opening
+(or generating, the first time) the county a command works on."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+import msgspec
+from rich.console import Console
+
+from engine.registry.registry import Registry
+from engine.registry.synthetic import GENERATOR_VERSION, CountySpec, generate_county
+from engine.rules.loading import load_toml
+
+console = Console()
+
+
+def cache_dir() -> Path:
+    """Where generated counties are kept: ``$WARN_DISPATCH_HOME`` or the user's cache folder."""
+    if home := os.environ.get("WARN_DISPATCH_HOME"):
+        return Path(home)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "warn-dispatch"
+
+
+def fail(message: str) -> NoReturn:
+    """Explain and exit with status 2; never wrapped, so messages stay greppable."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def median_us(fn: Callable[[], object], repeats: int) -> float:
+    """Median time of ``fn`` in microseconds, after one warm-up call."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return statistics.median(samples) / 1000
+
+
+def county_spec(residents: int | None, seed: int | None, spec_file: Path | None) -> CountySpec:
+    """The default county spec, from a TOML file if given, with these changes."""
+    spec = load_toml(spec_file, CountySpec) if spec_file else CountySpec()
+    changes = {k: v for k, v in {"residents": residents, "seed": seed}.items() if v is not None}
+    if "residents" in changes and changes["residents"] < spec.contacts:
+        changes["contacts"] = int(changes["residents"] * spec.contacts / spec.residents)
+    return msgspec.structs.replace(spec, **changes)
+
+
+def open_county(
+    county: Path | None,
+    residents: int | None,
+    seed: int | None,
+    spec_file: Path | None = None,
+    *,
+    out: Console | None = None,
+) -> Registry:
+    """Load a county snapshot, generating and saving it the first time. Progress goes to
+    ``out`` (stdout by default; ``serve`` passes stderr, its stdout carries actions)."""
+    say = out or console
+    if county is not None and (county / "meta.msgpack").exists():
+        return Registry.load(county)
+    spec = county_spec(residents, seed, spec_file)
+    path = county or cache_dir() / f"county-v{GENERATOR_VERSION}-{spec.residents}-{spec.seed}"
+    if (path / "meta.msgpack").exists():
+        t0 = time.perf_counter()
+        reg = Registry.load(path)
+        say.print(f"loaded county snapshot {path} in {time.perf_counter() - t0:.3f} s")
+        return reg
+    say.print(f"generating a county of {spec.residents:,} residents (seed {spec.seed})...")
+    t0 = time.perf_counter()
+    reg = generate_county(spec)
+    t1 = time.perf_counter()
+    reg.save(path)
+    say.print(f"generated in {t1 - t0:.1f} s, saved to {path} in {time.perf_counter() - t1:.1f} s")
+    return reg
+
+
+county_option = click.option(
+    "--county",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="County snapshot folder (generated there if missing).",
+)
+residents_option = click.option(
+    "--residents", type=click.IntRange(min=1), help="Residents to generate [1,300,000]."
+)
+seed_option = click.option("--seed", type=int, help="Random seed for the generated county.")

@@ -1,0 +1,280 @@
+"""``warn-dispatch serve`` and ``status``: the engine as a process, and a warning read back
+from its journal. Parsing and printing only: the assembly is :mod:`engine.app`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+import msgspec
+import trio
+from rich.console import Console
+
+from engine.app import App, AppConfig, open_app
+from engine.cli.common import (
+    cache_dir,
+    county_option,
+    fail,
+    open_county,
+    residents_option,
+    seed_option,
+)
+from engine.durability import rebuild
+from engine.errors import WarnDispatchError
+from engine.journal import FsyncPolicy
+from engine.journal.reader import read_journal
+from engine.model import describe_target
+from engine.registry.registry import Registry
+from engine.rules.escalation import load_escalation
+from engine.service import ServiceStats
+from engine.transport import (
+    JsonLinesDeadLetters,
+    JsonLinesIntake,
+    JsonLinesOutbox,
+    SourceOptions,
+    open_redis_transport,
+)
+
+LOCAL_TZ = timezone(timedelta(hours=8), "UTC+8")
+"""Timelines are shown in the county's local time."""
+
+
+def _parse_fsync(text: str) -> FsyncPolicy:
+    if text in ("always", "none"):
+        return FsyncPolicy(text)  # type: ignore[arg-type]
+    mode, _, ms = text.partition(":")
+    try:
+        if mode == "interval":
+            return FsyncPolicy.interval(float(ms))
+    except ValueError:
+        pass
+    raise click.BadParameter("expected always, none or interval:MS (e.g. interval:5)")
+
+
+def _parse_redis(url: str) -> tuple[str, int, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise click.BadParameter("expected redis://HOST:PORT/DB")
+    try:
+        db = int(parts.path.strip("/") or 0)
+        return parts.hostname or "127.0.0.1", parts.port or 6379, db
+    except ValueError:
+        raise click.BadParameter("expected redis://HOST:PORT/DB with a numeric DB") from None
+
+
+journal_option = click.option(
+    "--journal",
+    "journal_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Journal folder [<cache>/journal].",
+)
+
+
+@click.command()
+@county_option
+@residents_option
+@seed_option
+@journal_option
+@click.option("--fsync", default="always", show_default=True, help="always | interval:MS | none.")
+@click.option("--redis", "redis_url", help="Use Redis Streams, e.g. redis://127.0.0.1:6379/0.")
+@click.option(
+    "--feedback",
+    "feedback_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON lines of feedback events (a file or FIFO); without --redis only.",
+)
+@click.option(
+    "--dead-letters",
+    "dead_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append dead letters (reason and raw message) here [dead-letters.jsonl beside the "
+    "journal; '-' for stderr]; without --redis only. Kept apart from the logs, which never "
+    "carry message contents.",
+)
+@click.option(
+    "--snapshot-every",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Journal records between snapshots.",
+)
+@click.option("--consumer", help="Redis consumer name [host name]; one per engine.")
+@click.option(
+    "--campaigns",
+    "campaigns_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CampaignFeed to issue, as JSON lines (a file or FIFO); with --redis: wd:campaigns.",
+)
+@click.option(
+    "--stats-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write this run's statistics (JSON, as in sim-report/summary.json) at shutdown.",
+)
+def serve(
+    county: Path | None,
+    residents: int | None,
+    seed: int | None,
+    journal_dir: Path | None,
+    fsync: str,
+    redis_url: str | None,
+    feedback_file: Path | None,
+    dead_file: Path | None,
+    snapshot_every: int,
+    consumer: str | None,
+    campaigns_file: Path | None,
+    stats_out: Path | None,
+) -> None:
+    """Run the engine: warnings in, actions out, every accepted warning journaled.
+
+    JSON lines by default (warnings on stdin, actions on stdout, dead letters in a file), or
+    Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). Stops cleanly on
+    SIGINT/SIGTERM; the journal makes a restart continue where it stopped.
+    """
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    policy = _parse_fsync(fsync)
+    redis_at = _parse_redis(redis_url) if redis_url else None
+    try:
+        reg = open_county(county, residents, seed, out=Console(stderr=True))
+    except WarnDispatchError as exc:
+        fail(str(exc))
+    path = journal_dir or cache_dir() / "journal"
+    try:
+        trio.run(
+            _serve,
+            reg,
+            path,
+            policy,
+            redis_at,
+            feedback_file,
+            dead_file,
+            snapshot_every,
+            consumer,
+            campaigns_file,
+            stats_out,
+        )
+    except WarnDispatchError as exc:
+        fail(str(exc))
+
+
+async def _serve(
+    reg: Registry,
+    path: Path,
+    policy: FsyncPolicy,
+    redis_at: tuple[str, int, int] | None,
+    feedback_file: Path | None,
+    dead_file: Path | None,
+    snapshot_every: int,
+    consumer: str | None,
+    campaigns_file: Path | None,
+    stats_out: Path | None,
+) -> None:
+    log = logging.getLogger("engine.serve")
+    t0 = time.monotonic()
+    config = AppConfig(registry=reg, journal=path, fsync=policy, snapshot_every=snapshot_every)
+    async with open_app(config) as app:
+        eng = app.engine
+        log.info(
+            "serving: journal %s (fsync %s), %d warnings restored (%d active), %s",
+            path,
+            policy.mode,
+            eng.known,
+            eng.pending,
+            f"redis {redis_at[0]}:{redis_at[1]}/{redis_at[2]}" if redis_at else "JSON lines",
+        )
+        if redis_at is not None:
+            host, port, db = redis_at
+            opts = SourceOptions(consumer=consumer or "")
+            async with open_redis_transport(host, port, db=db, options=opts) as t:
+                stats = await app.serve(
+                    t.intake,
+                    t.outbox,
+                    feedback=t.feedback,
+                    campaigns=t.campaigns,
+                    dead_letters=t.dead,
+                )
+        else:
+            stats = await _serve_json_lines(app, path, feedback_file, dead_file, campaigns_file)
+        assert app.journal is not None
+        log.info(
+            "stopped after %.1f s: %d warnings and %d feedback accepted, %d dead letters, "
+            "%d actions sent, %d warnings active, journal %d records, %d snapshots, "
+            "%d campaigns issued",
+            time.monotonic() - t0,
+            stats.warnings,
+            stats.feedback,
+            stats.dead_letters,
+            stats.sent,
+            eng.pending,
+            app.journal.stats.records,
+            app.journal.stats.snapshots,
+            stats.campaigns,
+        )
+        if stats_out is not None:
+            stats_out.write_bytes(msgspec.json.encode(app.summary()))
+            log.info("statistics of this run written to %s", stats_out)
+
+
+async def _serve_json_lines(
+    app: App,
+    path: Path,
+    feedback_file: Path | None,
+    dead_file: Path | None,
+    campaigns_file: Path | None,
+) -> ServiceStats:
+    """Warnings on stdin, actions on stdout, feedback and campaigns from files or FIFOs, dead
+    letters in their own file (never beside the logs)."""
+    log = logging.getLogger("engine.serve")
+    dead_path = dead_file if dead_file is not None else path.parent / "dead-letters.jsonl"
+    dead = JsonLinesDeadLetters(dead_path)
+    log.info("dead letters: %s", "stderr" if str(dead_path) == "-" else dead_path)
+    intake = await JsonLinesIntake.open(None, dead_letters=dead)
+    fb = await JsonLinesIntake.open(feedback_file, dead_letters=dead) if feedback_file else None
+    camp = await JsonLinesIntake.open(campaigns_file, dead_letters=dead) if campaigns_file else None
+    out = JsonLinesOutbox(None)
+    try:
+        return await app.serve(intake, out, feedback=fb, campaigns=camp, dead_letters=dead)
+    finally:
+        for closing in (intake, fb, camp, out, dead):
+            if closing is not None:
+                await closing.aclose()
+
+
+@click.command()
+@click.argument("warning_id")
+@journal_option
+def status(warning_id: str, journal_dir: Path | None) -> None:
+    """Print a warning's state and timeline from the journal (read-only; safe beside serve)."""
+    path = journal_dir or cache_dir() / "journal"
+    try:
+        image = read_journal(path)
+        rebuilt = rebuild(image.snapshot_payload, image.records, load_escalation())
+    except WarnDispatchError as exc:
+        fail(str(exc))
+    state = rebuilt.states.get(warning_id)
+    if state is None:
+        fail(f"no warning {warning_id!r} in the journal at {path}")
+
+    def local(at: float) -> str:
+        return datetime.fromtimestamp(at, LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+    w = state.warning
+    echo = click.echo
+    echo(f"warning {w.id}: {w.kind}, level {w.level} (ladders at level {state.plan_level})")
+    echo(f"  target     {describe_target(w.target)}")
+    echo(f"  status     {state.status}" + (f", outcome {state.outcome}" if state.outcome else ""))
+    echo(f"  expires    {local(state.expires_at)} (UTC+8)")
+    echo(f"  notified   {', '.join(state.notified) or '-'}")
+    echo(f"  acked by   {state.acked_by or '-'}")
+    echo(f"  officer    {state.officer.label}; contact {state.contact.label}")
+    if state.duplicates or state.ignored:
+        echo(f"  repeats    {state.duplicates} duplicate instructions, {state.ignored} ignored")
+    echo("timeline (UTC+8):")
+    for t in state.timeline:
+        echo(f"  {local(t.at)}  {t.track:<8} {t.frm} -> {t.to}: {t.reason}")

@@ -1,0 +1,186 @@
+"""``warn-dispatch simulate``: a county's month replayed through the engine, with a report.
+
+It lives with the simulator: the engine never imports the simulator. The one ``warn-dispatch``
+command finds it through the ``warn_dispatch.commands`` entry point (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import msgspec
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.cli.common import cache_dir, console, county_option, county_spec, fail, open_county
+from engine.errors import WarnDispatchError
+from engine.registry.registry import Registry
+from engine.registry.synthetic import GENERATOR_VERSION, generate_county
+from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.loading import RuleError
+from simulator.replay import SimResult, replay
+from simulator.report import print_summary, write_reports
+from simulator.traffic import (
+    TrafficSpec,
+    ack_deadline_rules,
+    load_traffic_spec,
+    parse_duration,
+    scaled,
+    spec_with,
+)
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(1, 366), help="Simulated days [30].")
+@click.option("--seed", type=int, help="Traffic seed (the county keeps its own).")
+@county_option
+@click.option(
+    "--residents",
+    type=click.IntRange(min=1000),
+    help="Generate a county of this size instead of 1.3 M; traffic scales with it.",
+)
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="TOML file of TrafficSpec fields (simulator/traffic.py).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one spec field, e.g. --set actors.ack_probability=0.8 (TOML value).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("sim-report"),
+    show_default=True,
+    help="Folder for summary.json and report.html.",
+)
+@click.option("--officers", type=click.IntRange(min=1), help="What-if: a county with N officers.")
+@click.option("--ack-deadline", help="What-if: first-rung ack deadline of every ladder (5m, 90s).")
+@click.option(
+    "--journal",
+    "journal_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Run the engine with its journal in this (new) folder, one subfolder per run.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+def simulate(
+    days: int | None,
+    seed: int | None,
+    county: Path | None,
+    residents: int | None,
+    spec_file: Path | None,
+    settings: tuple[str, ...],
+    out: Path,
+    officers: int | None,
+    ack_deadline: str | None,
+    journal_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Replay a month of a county's traffic through the engine, with statistics and a report.
+
+    What-if options (--officers, --ack-deadline) also run the baseline and compare them.
+    """
+    try:
+        spec = load_traffic_spec(spec_file) if spec_file else TrafficSpec()
+        changes: dict[str, object] = {}
+        for item in settings:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise RuleError("--set", item, "KEY=VALUE")
+            try:
+                changes[key.strip()] = msgspec.toml.decode(f"v = {value}")["v"]
+            except msgspec.DecodeError:
+                changes[key.strip()] = value
+        if days is not None:
+            changes["days"] = days
+        if seed is not None:
+            changes["seed"] = seed
+        if changes:
+            spec = spec_with(spec, changes)
+        rules = load_escalation()
+        variant_rules = rules
+        if ack_deadline is not None:
+            variant_rules = ack_deadline_rules(rules, parse_duration(ack_deadline))
+        reg = open_county(county, residents, None)
+        variant_reg = reg
+        if officers is not None:
+            if county is not None:
+                raise ValueError("--officers generates its own county; leave out --county")
+            variant_reg = _county_with_officers(residents, officers)
+    except (WarnDispatchError, ValueError) as exc:
+        fail(str(exc))
+    if len(reg) != 1_300_000 and not spec_file:
+        spec = scaled(spec, len(reg))
+        console.print(f"traffic scaled to {len(reg):,} residents (x{len(reg) / 1_300_000:.3g})")
+
+    runs = [("baseline", reg, rules)]
+    if officers is not None or ack_deadline is not None:
+        what = [
+            f"{officers} officers" if officers else "",
+            f"ack {ack_deadline}" if ack_deadline else "",
+        ]
+        runs.append((", ".join(w for w in what if w), variant_reg, variant_rules))
+    if journal_dir is not None and journal_dir.exists() and any(journal_dir.iterdir()):
+        fail(f"{journal_dir} is not empty: the simulation needs a fresh journal folder")
+    results: list[SimResult] = []
+    engine_log = logging.getLogger("engine")
+    level = engine_log.level
+    engine_log.setLevel(logging.ERROR)  # simulated people send late feedback: dead letters
+    try:
+        for k, (label, registry, r) in enumerate(runs):
+            journal = journal_dir / f"run{k}" if journal_dir is not None else None
+            results.append(_simulate_one(registry, spec, r, label, progress, journal))
+    finally:
+        engine_log.setLevel(level)
+    print_summary(results, console)
+    json_path, html_path = write_reports(results, out)
+    console.print(f"wrote {json_path} and {html_path}")
+
+
+def _county_with_officers(residents: int | None, officers: int) -> Registry:
+    """The default county (or one of ``residents``) generated with another officer count."""
+    spec = msgspec.structs.replace(county_spec(residents, None, None), officers=officers)
+    name = f"county-v{GENERATOR_VERSION}-{spec.residents}-{spec.seed}-officers{officers}"
+    path = cache_dir() / name
+    if (path / "meta.msgpack").exists():
+        return Registry.load(path)
+    console.print(f"generating the county with {officers:,} officers...")
+    reg = generate_county(spec)
+    reg.save(path)
+    return reg
+
+
+def _simulate_one(
+    registry: Registry,
+    spec: TrafficSpec,
+    rules: EscalationRules,
+    label: str,
+    progress: bool,
+    journal: Path | None = None,
+) -> SimResult:
+    days = spec.days
+    if not progress:
+        return replay(registry, spec, rules=rules, label=label, journal_dir=journal)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("day {task.completed:.1f}/{task.total:.0f}"),
+        TextColumn("{task.fields[events]:>10,} events"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=days, events=0)
+
+        def hook(sim_s: float, events: int) -> None:
+            bar.update(task, completed=min(days, sim_s / 86400), events=events)
+
+        result = replay(registry, spec, rules=rules, label=label, hook=hook, journal_dir=journal)
+        bar.update(task, completed=days, events=result.events)
+    return result
