@@ -104,3 +104,16 @@ async def test_readme_warnings_pasted_a_year_later_say_why_nothing_happens() -> 
     assert len(reasons) == len(_readme_warnings()) - len(cancels) > 0
     assert all(r.startswith("expires: ") and "before arrival" in r for r in reasons)
     assert engine.stats.actions == 0 and engine.stats.dead_letters == len(reasons)
+
+
+def test_library_examples_import_only_the_public_api() -> None:
+    """The README's Python examples use ``from engine import ...`` and nothing deeper, and
+    every name they import is in ``engine.__all__``."""
+    import engine
+
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    imports = [m for b in blocks for m in re.findall(r"^from (engine\S*) import (.+)$", b, re.M)]
+    assert imports and {module for module, _ in imports} == {"engine"}
+    names = {n.strip() for _, names in imports for n in names.split(",")}
+    assert names <= set(engine.__all__), names - set(engine.__all__)
