@@ -48,6 +48,11 @@ log = logging.getLogger("engine.service")
 
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 5.0
+MAX_MESSAGE = 1 << 20
+"""Longest message taken from any transport (JSON lines frame at the same bound): a warning is a
+few hundred bytes, a megabyte is garbage or an attack, and decoding it would hold the loop."""
+TOO_LONG = f"(message): at most {MAX_MESSAGE} bytes"
+
 BATCH_GRACE_S = 60.0
 """Longest a taken batch may take to be journaled and acked; past it the batch is abandoned
 unacked (a durable source redelivers it)."""
@@ -165,6 +170,9 @@ async def _pump(
             ids: list[str] = []
             bad: list[tuple[Delivery, str]] = []
             for d in batch:
+                if len(d.raw) > MAX_MESSAGE:
+                    bad.append((d, TOO_LONG))
+                    continue
                 try:
                     good.append(decode(d.raw))
                     ids.append(d.id)
@@ -298,6 +306,10 @@ async def run_campaigns(
         with trio.CancelScope(shield=True, deadline=trio.current_time() + BATCH_GRACE_S):
             ok: list[str] = []
             for d in batch:
+                if len(d.raw) > MAX_MESSAGE:
+                    await source.dead_letter(d, TOO_LONG)
+                    stats.dead_letters += 1
+                    continue
                 try:
                     campaign = decode_campaign(d.raw)
                     await campaigns.issue(campaign)

@@ -356,3 +356,22 @@ async def test_redis_poison_is_dead_lettered_and_a_restart_does_not_loop(tmp_pat
         second = await run_once()
         assert second.warnings == second.feedback == second.dead_letters == 0
         assert r.xlen("wd:dead") == 5
+
+
+async def test_an_oversized_message_from_any_transport_is_dead_lettered_unread() -> None:
+    """A Redis entry has no framing bound: the service refuses anything over MAX_MESSAGE before
+    decoding it, and the warning behind it is still taken."""
+    from engine.service import MAX_MESSAGE, ServiceStats, run_intake
+
+    send, intake = open_memory_intake()
+    huge = json.dumps(warning(1) | {"details": "x" * (MAX_MESSAGE + 1)}).encode()
+    await send.send(huge)
+    await send.send(json.dumps(warning(2)).encode())
+    await send.aclose()
+    stats = ServiceStats()
+    async with Engine.open(RegistryDirectory(REG), RULES) as engine:
+        await run_intake(engine, intake, stats)
+        assert engine.status("p-2") is not None and engine.status("p-1") is None
+    (dead,) = intake.dead_letters
+    assert dead.reason == f"(message): at most {MAX_MESSAGE} bytes" and dead.raw == huge
+    assert stats.warnings == 1 and stats.dead_letters == 1
