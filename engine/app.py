@@ -100,7 +100,7 @@ class App:
         return CampaignFeed(
             source,
             self.campaigns,
-            self.campaign_actions,  # type: ignore[arg-type]  # a channel of one action type
+            self.campaign_actions,
             observers=observers,
             on_issued=self.campaign_issued,
         )

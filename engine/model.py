@@ -158,35 +158,39 @@ OutcomeKind = Literal["dissuaded", "defrauded", "unreachable", "false_alarm", "r
 
 
 class _Feedback(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
-    """Common fields: which warning, and optionally which action (idempotency key) it answers."""
+    """Common fields: which warning, and optionally which action (idempotency key) it answers.
+
+    Subclasses repeat ``frozen=True``: msgspec would inherit it, but type checkers read Struct
+    through ``dataclass_transform``, where a subclass of a frozen class must say so itself.
+    """
 
     warning_id: WarningId
     key: ShortText | None = None
 
 
-class Acknowledged(_Feedback, tag="ack"):
+class Acknowledged(_Feedback, frozen=True, tag="ack"):
     """An officer took the warning: the officer ladder stops escalating."""
 
     officer: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class CallResult(_Feedback, tag="call"):
+class CallResult(_Feedback, frozen=True, tag="call"):
     """The result of a phone call to the resident."""
 
     result: CallResultKind
 
 
-class MessageRead(_Feedback, tag="read"):
+class MessageRead(_Feedback, frozen=True, tag="read"):
     """The resident read the chat message."""
 
 
-class VisitDone(_Feedback, tag="visit"):
+class VisitDone(_Feedback, frozen=True, tag="visit"):
     """A neighbour or village cadre saw the resident in person."""
 
     visitor: ShortText | None = None
 
 
-class Outcome(_Feedback, tag="outcome"):
+class Outcome(_Feedback, frozen=True, tag="outcome"):
     """How it ended. Closes the warning."""
 
     outcome: OutcomeKind

@@ -71,6 +71,7 @@ from engine.rules.escalation import EscalationRules, load_escalation
 log = logging.getLogger("engine.scheduler")
 
 T = TypeVar("T")
+In = TypeVar("In")
 
 TIME_QUANTUM = 2.0**-20
 """The clock offset is a multiple of this (about 1 µs), so ``deadline - offset`` is exact for
@@ -317,8 +318,8 @@ class Engine:
     async def _put_many(
         self,
         box: _Mailbox[T],
-        check: Callable[[object], T],
-        items: Iterable[object],
+        check: Callable[[In], T],
+        items: Iterable[In],
         report: bool,
     ) -> list[tuple[int, Exception]]:
         refused: list[tuple[int, Exception]] = []

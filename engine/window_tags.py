@@ -143,6 +143,8 @@ class RecentTags:
         cleared = 0
         for event, windows in self.events.items():
             last = self._last.get(event)
+            if last is None:  # never marked, so no batches
+                continue
             for w in windows:
                 while w.batches and w.batches[0][0] <= now - w.window_s:
                     _, ids = w.batches.popleft()

@@ -28,9 +28,11 @@ from engine.model import (
     Acknowledged,
     Action,
     CallResult,
+    CallResultKind,
     FeedbackEvent,
     MessageRead,
     Outcome,
+    OutcomeKind,
     VisitDone,
 )
 from simulator.traffic import ActorSpec
@@ -128,13 +130,14 @@ class Actors:
             elif kind == "call":
                 d = self._draw(a.key)
                 busy = s.busy_fraud if a.kind == "fraud" else s.busy_other
+                result: CallResultKind
                 if d.u1 < busy:
                     result, delay = "busy", 5.0
                 elif d.u1 < busy + (1 - busy) * s.call_answer:
                     result, delay = "answered", s.call_delay_s * math.exp(0.5 * d.normal)
                 else:
                     result, delay = "no_answer", 45.0
-                event = CallResult(warning_id=wid, key=a.key, result=result)  # type: ignore[arg-type]
+                event = CallResult(warning_id=wid, key=a.key, result=result)
                 self._push(now + delay, FEEDBACK, event)
                 if result == "answered":
                     self._reach(wid, a.kind, now + delay)
@@ -168,6 +171,7 @@ class Actors:
         if d.u1 >= s.outcome_report:
             return
         u = d.u2
+        outcome: OutcomeKind
         if kind == "fraud":
             dissuaded, defrauded, _ = s.fraud_outcomes
             total = sum(s.fraud_outcomes)
@@ -181,7 +185,7 @@ class Actors:
         else:
             outcome = "false_alarm" if u < s.other_false_alarm else "resolved"
         delay = s.outcome_median_s * math.exp(0.8 * d.normal)
-        self._push(at + delay, FEEDBACK, Outcome(warning_id=wid, outcome=outcome))  # type: ignore[arg-type]
+        self._push(at + delay, FEEDBACK, Outcome(warning_id=wid, outcome=outcome))
 
     def on_campaign(self, actions: Iterable[object], now: float) -> None:
         """Officers confirm routine send tasks (most do, after a while)."""

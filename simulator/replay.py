@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from engine.journal import FsyncPolicy, Journal
 from engine.model import (
     KNOWN_KINDS,
     AreaTarget,
+    FeedbackEvent,
+    MsgType,
     PhoneTarget,
     ResidentTarget,
     WarningInstruction,
@@ -109,7 +111,9 @@ class _Replay:
         j = registry.jurisdiction
         self.grid_index = j.index["grid"]
 
-    def _warning(self, i: int, now_wall: datetime, msg_type: str = "alert") -> WarningInstruction:
+    def _warning(
+        self, i: int, now_wall: datetime, msg_type: MsgType = "alert"
+    ) -> WarningInstruction:
         t = self.traffic
         ttype, target = int(t.w_ttype[i]), int(t.w_target[i])
         tgt: ResidentTarget | PhoneTarget | AreaTarget
@@ -130,7 +134,7 @@ class _Replay:
             target=tgt,
             issued_at=max(issued, now_wall) if msg_type != "alert" else issued,
             expires=issued + timedelta(hours=self.spec.expires_h[int(t.w_level[i]) - 1]),
-            msg_type=msg_type,  # type: ignore[arg-type]
+            msg_type=msg_type,
         )
 
     def _poke(self) -> None:
@@ -183,8 +187,8 @@ class _Replay:
     async def _submit(self, engine: Engine, batch: list[WarningInstruction]) -> None:
         await engine.submit_many(batch)
 
-    async def _feed(self, engine: Engine, batch: list[object]) -> None:
-        await engine.feedback_many(batch)  # type: ignore[arg-type]
+    async def _feed(self, engine: Engine, batch: Sequence[FeedbackEvent]) -> None:
+        await engine.feedback_many(batch)
 
     def _chats(self, officers: np.ndarray, residents: np.ndarray, times: np.ndarray) -> None:
         self.stats.observe_chat(officers, residents, times)

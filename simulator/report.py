@@ -10,6 +10,7 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -19,6 +20,9 @@ from rich.table import Table
 from engine.stats import Summary
 from simulator.replay import SimResult
 from simulator.traffic import REPORTED_CHATS, REPORTED_MESSAGES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _fmt_s(x: float | None) -> str:
@@ -96,29 +100,31 @@ def write_json(results: Sequence[SimResult], out: Path) -> Path:
 # --- charts ------------------------------------------------------------------------------------
 
 
-def _svg(fig: object) -> str:
+def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     # No date in the metadata: the same run gives the same file.
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})  # type: ignore[attr-defined]
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     import matplotlib.pyplot as plt
 
-    plt.close(fig)  # type: ignore[arg-type]
+    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]
 
 
-def _plt():  # noqa: ANN202 - matplotlib's module
+def _setup_matplotlib() -> None:
+    """Headless (Agg) charts in the report's fonts; call it before importing pyplot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "figure.dpi": 100})
-    return plt
 
 
 def chart_warnings_per_hour(s: Summary) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     x = np.arange(s.hours) / 24
     ys = [np.asarray(v) for v in s.warnings_per_hour.values()]
@@ -132,7 +138,9 @@ def chart_warnings_per_hour(s: Summary) -> str:
 
 
 def chart_ack_histogram(results: Sequence[SimResult]) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 3.5))
     h = results[0].summary.ack_histogram
     labels = [_fmt_s(e) for e in h.lower]
@@ -149,7 +157,9 @@ def chart_ack_histogram(results: Sequence[SimResult]) -> str:
 
 
 def chart_funnel(results: Sequence[SimResult]) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 3.5))
     labels = [f.label for f in results[0].summary.funnel]
     height = 0.8 / len(results)
@@ -168,7 +178,9 @@ def chart_funnel(results: Sequence[SimResult]) -> str:
 
 
 def chart_busiest(s: Summary, top: int = 15) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     officers = sorted(
         (o for o in s.officers if o.role != "county"), key=lambda o: -o.counters.messages_sent
     )[:top]
@@ -190,26 +202,29 @@ def chart_busiest(s: Summary, top: int = 15) -> str:
 
 def low_coverage_grids(s: Summary, top: int = 10) -> list[dict[str, object]]:
     """Grids with many warnings per resident but few prevention messages per resident."""
-    rows = []
+    ranked: list[tuple[float, dict[str, object]]] = []
     for g in s.grids:
         if g.residents <= 0 or g.warnings <= 0:
             continue
-        rows.append(
-            {
-                "grid": g.key,
-                "residents": g.residents,
-                "warnings": g.warnings,
-                "warnings_per_10k": 1e4 * g.warnings / g.residents,
-                "prevention_per_resident": g.prevention_messages / g.residents,
-            }
-        )
-    # High warning rate first, low coverage breaking ties: rank by rate / (coverage + 0.05).
-    rows.sort(key=lambda r: -r["warnings_per_10k"] / (r["prevention_per_resident"] + 0.05))  # type: ignore[operator]
-    return rows[:top]
+        rate = 1e4 * g.warnings / g.residents
+        coverage = g.prevention_messages / g.residents
+        row: dict[str, object] = {
+            "grid": g.key,
+            "residents": g.residents,
+            "warnings": g.warnings,
+            "warnings_per_10k": rate,
+            "prevention_per_resident": coverage,
+        }
+        # High warning rate first, low coverage breaking ties: rank by rate / (coverage + 0.05).
+        ranked.append((-rate / (coverage + 0.05), row))
+    ranked.sort(key=lambda pair: pair[0])
+    return [row for _, row in ranked[:top]]
 
 
 def chart_grids(s: Summary) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     res = np.array([g.residents for g in s.grids], dtype=float)
     ok = res > 0
     cov = np.array([g.prevention_messages for g in s.grids])[ok] / res[ok]
@@ -229,7 +244,9 @@ def chart_grids(s: Summary) -> str:
 
 
 def chart_misses(results: Sequence[SimResult]) -> str:
-    plt = _plt()
+    _setup_matplotlib()
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 3.2))
     levels = ["1", "2", "3", "4"]
     width = 0.8 / len(results)

@@ -22,9 +22,11 @@ import msgspec
 import numpy as np
 
 from engine.campaigns import Campaign
+from engine.campaigns.campaign import Priority
 from engine.explain import explain
 from engine.model import KNOWN_KINDS
 from engine.registry.registry import Registry
+from engine.rules.escalation import EscalationRules, KindPolicy
 from engine.rules.loading import RuleError, load_toml
 
 REPORTED_MESSAGES = 752_600
@@ -452,10 +454,11 @@ def generate_traffic(spec: TrafficSpec, registry: Registry) -> Traffic:
     campaigns: list[tuple[float, Campaign]] = []
     cats = list(spec.routine_categories)
     weights = np.asarray([spec.routine_categories[k] for k in cats], dtype=np.float64)
-    for priority, rate, mean in (
+    plans: tuple[tuple[Priority, float, float], ...] = (
         ("routine", spec.routine_campaigns_per_day, spec.routine_audience),
         ("urgent", spec.urgent_campaigns_per_day, spec.urgent_audience),
-    ):
+    )
+    for priority, rate, mean in plans:
         # Campaigns are planned, not random arrivals: exactly rate * days of them.
         n = round(rate * spec.days)
         lo, hi = (9, 17) if priority == "routine" else (7, 22)
@@ -476,7 +479,7 @@ def generate_traffic(spec: TrafficSpec, registry: Registry) -> Traffic:
                         title=f"{category} advice" if priority == "routine" else "urgent alert",
                         text=f"simulated {priority} campaign {i} ({category})",
                         audience=" | ".join(f"village:{v}" for v in villages),
-                        priority=priority,  # type: ignore[arg-type]
+                        priority=priority,
                         issuer="county",
                         category=category,
                     ),
@@ -518,11 +521,11 @@ def scaled(spec: TrafficSpec, residents: int, reference: int = 1_300_000) -> Tra
     )
 
 
-def ack_deadline_rules(rules: object, seconds: float) -> object:
+def ack_deadline_rules(rules: EscalationRules, seconds: float) -> EscalationRules:
     """Escalation rules with the first rung's ack deadline of every ladder set to ``seconds``
     (the ``--ack-deadline`` what-if)."""
-    kinds = {}
-    for name, kp in rules.kinds.items():  # type: ignore[attr-defined]
+    kinds: dict[str, KindPolicy] = {}
+    for name, kp in rules.kinds.items():
         levels = tuple(
             msgspec.structs.replace(
                 lp,
@@ -534,7 +537,7 @@ def ack_deadline_rules(rules: object, seconds: float) -> object:
             for lp in kp.levels
         )
         kinds[name] = msgspec.structs.replace(kp, levels=levels)
-    return msgspec.structs.replace(rules, kinds=kinds)  # type: ignore[type-var]
+    return msgspec.structs.replace(rules, kinds=kinds)
 
 
 def parse_duration(text: str) -> float:

@@ -24,6 +24,7 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 python3 -m ruff check engine simulator benchmarks tests
 python3 -m ruff format --check engine simulator benchmarks tests
+python3 -m mypy
 python3 -m pytest --durations=10 "$@"
 shift_by="${WD_CLOCK_SHIFT:-+400 days}"
 if [ "$shift_by" != none ]; then

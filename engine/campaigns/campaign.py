@@ -234,6 +234,7 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Outcome = Literal["not_in_audience", "capped", "duplicate", "pending", "sent", "read", "dropped"]
+Channel = Literal["chat", "sms", "none"]
 
 
 class Disposition(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,7 +243,7 @@ class Disposition(msgspec.Struct, frozen=True, kw_only=True):
     campaign_id: str
     resident: int
     outcome: Outcome
-    channel: Literal["chat", "sms", "none"]
+    channel: Channel
     officer: str | None
     reason: str
 

@@ -38,6 +38,7 @@ from engine.campaigns.campaign import (
     CampaignAction,
     CampaignClosed,
     CampaignState,
+    Channel,
     ChatSend,
     ConfirmRequest,
     Disposition,
@@ -333,7 +334,9 @@ class CampaignService:
         officer = None
         if reason == Reason.CHAT:  # the task that holds it (the officer may have changed since)
             officer = next(t.spec.officer for t in run.tasks.values() if self._in(t.spec.pos, pos))
-        channel = "chat" if reason == Reason.CHAT else "sms" if reason == Reason.SMS else "none"
+        channel: Channel = (
+            "chat" if reason == Reason.CHAT else "sms" if reason == Reason.SMS else "none"
+        )
         text = REASON_TEXT[reason]
         outcome: Outcome = "pending"
         if reason == Reason.DUPLICATE:

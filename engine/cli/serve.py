@@ -45,8 +45,10 @@ LOCAL_TZ = timezone(timedelta(hours=8), "UTC+8")
 
 
 def _parse_fsync(text: str) -> FsyncPolicy:
-    if text in ("always", "none"):
-        return FsyncPolicy(text)  # type: ignore[arg-type]
+    if text == "always":
+        return FsyncPolicy.always()
+    if text == "none":
+        return FsyncPolicy.none()
     mode, _, ms = text.partition(":")
     try:
         if mode == "interval":

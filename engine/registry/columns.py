@@ -7,6 +7,7 @@ load from a snapshot by memory-mapping, in milliseconds, and grow by doubling.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class StrColumn:
         self.arr[start : start + values.size] = values
 
 
-def encode_all(values: list[str] | np.ndarray) -> np.ndarray:
+def encode_all(values: Sequence[str] | np.ndarray) -> np.ndarray:
     """Python strings (or a ``U`` array) to a UTF-8 ``S`` array, vectorised."""
     arr = np.asarray(values)
     if arr.dtype.kind == "S":

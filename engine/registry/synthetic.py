@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from engine.registry.registry import Registry
-from engine.registry.units import Jurisdiction, Officer, Unit
+from engine.registry.units import Jurisdiction, Officer, Role, Unit
 from engine.rules.taxonomy import Taxonomy, load_taxonomy
 
 #: Bump when the same spec would generate a different county, so cached snapshots are redone.
@@ -146,7 +146,7 @@ def build_units(spec: CountySpec) -> tuple[Jurisdiction, list[Officer]]:
         for k in range(per_village[v]):
             # P0312: the community officer of village 12 of station 03; A03121: an auxiliary.
             key = f"P{st + 1:02d}{vseq:02d}" if k == 0 else f"A{st + 1:02d}{vseq:02d}{k}"
-            role = "community_officer" if k == 0 else "auxiliary"
+            role: Role = "community_officer" if k == 0 else "auxiliary"
             name = _SURNAMES[(v + k) % len(_SURNAMES)] + ("警官" if k == 0 else "辅警")
             officers.append(Officer(key, name, role, stations[st].key, vgrids))
     return jurisdiction, officers
@@ -204,8 +204,8 @@ def generate_county(
             members = pool[rng.random(pool.size) < min(1.0, k / max(pool.size, 1))]
         else:
             affinity = village_pop * rng.lognormal(0.0, 0.8, spec.villages)
-            v = rng.choice(spec.villages, size=k, p=affinity / affinity.sum())
-            members = village_start[v] + (rng.random(k) * village_pop[v]).astype(np.int64)
+            drawn = rng.choice(spec.villages, size=k, p=affinity / affinity.sum())
+            members = village_start[drawn] + (rng.random(k) * village_pop[drawn]).astype(np.int64)
         tags[key] = np.unique(members)
 
     serial = np.arange(n)

@@ -21,7 +21,8 @@ officer row (the last) collects what has no officer: the county centre, SMS, unk
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from engine.model import (
     VisitDone,
     WarningInstruction,
 )
+from engine.registry.registry import Registry
 from engine.stats.percentiles import group_percentiles
 from engine.stats.summary import (
     OUTCOMES,
@@ -50,6 +52,9 @@ from engine.stats.summary import (
     StationStats,
     Summary,
 )
+
+if TYPE_CHECKING:  # engine.campaigns is in the same layer: types only (tests/test_layers.py)
+    from engine.campaigns.campaign import Campaign, ChatSend, ConfirmRequest, SmsSend
 
 QS = (50.0, 90.0, 99.0)
 _OUTCOME_CODE = {k: i for i, k in enumerate(OUTCOMES)}
@@ -129,23 +134,25 @@ class Stats:
         self.kinds: list[str] = ["fraud", "help_request", "missing_person", "road_hazard"]
         self._kind = {k: i for i, k in enumerate(self.kinds)}
         self._rows: dict[str, int] = {}
-        self._w = {name: np.full(64, init, dtype) for name, (dtype, init) in _W_COLUMNS.items()}
+        self._w: dict[str, np.ndarray] = {
+            name: np.full(64, init, dtype) for name, (dtype, init) in _W_COLUMNS.items()
+        }
         self._msg_hour = np.zeros(24 * 31, np.int64)
         self._antifraud_campaigns: set[str] = set()
         self.campaigns = 0
         self.unknown_feedback = 0
 
     @classmethod
-    def from_registry(cls, registry: object, start: float = 0.0) -> Stats:
-        """Officer, station and grid rows from an :class:`engine.registry.registry.Registry`."""
+    def from_registry(cls, registry: Registry, start: float = 0.0) -> Stats:
+        """Officer, station and grid rows from a :class:`engine.registry.registry.Registry`."""
         reg = registry
-        j = reg.jurisdiction  # type: ignore[attr-defined]
+        j = reg.jurisdiction
         stations = [u.key for u in j.units["station"]]
-        officers = reg.officers  # type: ignore[attr-defined]
-        n_ids = reg.n_ids  # type: ignore[attr-defined]
-        alive = reg.alive[:n_ids]  # type: ignore[attr-defined]
-        grid = np.where(alive, reg.grid[:n_ids], -1)  # type: ignore[attr-defined]
-        officer_col = np.where(alive, reg.officer[:n_ids], -1)  # type: ignore[attr-defined]
+        officers = reg.officers
+        n_ids = reg.n_ids
+        alive = reg.alive[:n_ids]
+        grid = np.where(alive, reg.grid[:n_ids], -1)
+        officer_col = np.where(alive, reg.officer[:n_ids], -1)
         contacts = np.bincount(officer_col[officer_col >= 0], minlength=len(officers))
         return cls(
             officers=[o.key for o in officers],
@@ -319,11 +326,11 @@ class Stats:
         self._hour(float(times.max()))
         self._msg_hour += np.bincount(hours, minlength=self._msg_hour.size)
 
-    def observe_campaign_issued(self, campaign: object) -> None:
-        """A campaign was issued (``engine.campaigns.Campaign``): remembers its category."""
+    def observe_campaign_issued(self, campaign: Campaign) -> None:
+        """A campaign was issued: remembers its category."""
         self.campaigns += 1
-        if getattr(campaign, "category", None) == "antifraud":
-            self._antifraud_campaigns.add(campaign.id)  # type: ignore[attr-defined]
+        if campaign.category == "antifraud":
+            self._antifraud_campaigns.add(campaign.id)
 
     def observe_campaign(self, action: object, now: float) -> None:
         """One campaign action (ConfirmRequest, ChatSend, SmsSend, TaskClosed)."""
@@ -331,18 +338,18 @@ class Stats:
 
     def observe_campaign_many(self, actions: Sequence[object], now: float) -> None:
         """Campaign actions in a batch: one vectorised update per batch."""
-        sends = [a for a in actions if hasattr(a, "priority")]
+        sends = [a for a in actions if _is_send(a)]
         for a in actions:
-            if not hasattr(a, "priority") and hasattr(a, "residents"):  # ConfirmRequest
-                self.c["confirm_requests"][self.officer_index(a.officer)] += 1  # type: ignore[attr-defined]
+            if _is_confirm(a):
+                self.c["confirm_requests"][self.officer_index(a.officer)] += 1
         if not sends:
             return
         n = self.n_officers
         oi = np.array([self._officer.get(getattr(a, "officer", ""), n) for a in sends])
-        rid = np.array([int(a.to[9:]) for a in sends], dtype=np.int64)  # type: ignore[attr-defined]
+        rid = np.array([int(a.to[9:]) for a in sends], dtype=np.int64)
         sms = np.array([not hasattr(a, "officer") for a in sends])
-        routine = np.array([a.priority == "routine" for a in sends])  # type: ignore[attr-defined]
-        af = np.array([a.campaign_id in self._antifraud_campaigns for a in sends])  # type: ignore[attr-defined]
+        routine = np.array([a.priority == "routine" for a in sends])
+        af = np.array([a.campaign_id in self._antifraud_campaigns for a in sends])
         counts = np.bincount(oi, minlength=n + 1)
         self.c["campaign_messages"] += counts
         self.c["messages"] += counts
@@ -388,7 +395,7 @@ class Stats:
         county_p = self._per_group(everyone, 1, ack, reach, w)
 
         def make(
-            c: dict[str, np.ndarray], i: int, grp: dict[str, object], gi: int, contacts: int
+            c: Mapping[str, np.ndarray], i: int, grp: _Group, gi: int, contacts: int
         ) -> Counters:
             return Counters(
                 contacts=int(contacts),
@@ -398,20 +405,20 @@ class Stats:
                 sms=int(c["sms"][i]),
                 warning_chats=int(c["warning_chats"][i]),
                 confirm_requests=int(c["confirm_requests"][i]),
-                warnings=int(grp["warnings"][gi]),  # type: ignore[index]
+                warnings=int(grp.warnings[gi]),
                 notifications=int(c["notifications"][i]),
                 warnings_handled=int(c["handled"][i]),
-                escalations=int(grp["escalations"][gi]),  # type: ignore[index]
+                escalations=int(grp.escalations[gi]),
                 deadlines_missed=int(c["missed"][i]),
                 calls=int(c["calls"][i]),
                 visits=int(c["visits"][i]),
                 outcomes={
-                    k: int(grp["outcomes"][gi, j])  # type: ignore[index]
+                    k: int(grp.outcomes[gi, j])
                     for j, k in enumerate(OUTCOMES)
-                    if grp["outcomes"][gi, j]  # type: ignore[index]
+                    if grp.outcomes[gi, j]
                 },
-                time_to_ack=_pct(grp["ack"], gi),  # type: ignore[arg-type]
-                time_to_reach=_pct(grp["reach"], gi),  # type: ignore[arg-type]
+                time_to_ack=_pct(grp.ack, gi),
+                time_to_reach=_pct(grp.reach, gi),
             )
 
         officers = [
@@ -510,8 +517,13 @@ class Stats:
         return {str(lv): int(missed[level == lv].sum()) for lv in (1, 2, 3, 4)}
 
     def _per_group(
-        self, groups: np.ndarray, n_groups: int, ack: np.ndarray, reach: np.ndarray, w: dict
-    ) -> dict[str, np.ndarray]:
+        self,
+        groups: np.ndarray,
+        n_groups: int,
+        ack: np.ndarray,
+        reach: np.ndarray,
+        w: Mapping[str, np.ndarray],
+    ) -> _Group:
         _, ack_p = group_percentiles(groups, ack, n_groups, QS)
         ack_n = np.bincount(groups[~np.isnan(ack)], minlength=n_groups)
         _, reach_p = group_percentiles(groups, reach, n_groups, QS)
@@ -519,13 +531,37 @@ class Stats:
         outcomes = np.zeros((n_groups, len(OUTCOMES)), np.int64)
         ended = w["outcome"] >= 0
         np.add.at(outcomes, (groups[ended], w["outcome"][ended].astype(np.int64)), 1)
-        return {
-            "warnings": np.bincount(groups, minlength=n_groups),
-            "escalations": np.bincount(groups, weights=w["escalations"], minlength=n_groups),
-            "outcomes": outcomes,
-            "ack": (ack_n, ack_p),
-            "reach": (reach_n, reach_p),
-        }
+        return _Group(
+            warnings=np.bincount(groups, minlength=n_groups),
+            escalations=np.bincount(groups, weights=w["escalations"], minlength=n_groups),
+            outcomes=outcomes,
+            ack=(ack_n, ack_p),
+            reach=(reach_n, reach_p),
+        )
+
+
+class _Group(NamedTuple):
+    """Per-group columns of :meth:`Stats._per_group`, one row per group."""
+
+    warnings: np.ndarray
+    escalations: np.ndarray
+    outcomes: np.ndarray  # (group, outcome code) counts
+    ack: tuple[np.ndarray, np.ndarray]  # (counts, percentiles) of time to acknowledge
+    reach: tuple[np.ndarray, np.ndarray]  # (counts, percentiles) of time to reach
+
+
+# Campaign actions come as objects, and engine.campaigns is in the same layer (no run-time
+# import, so no isinstance): the guards tell them apart by their fields.
+
+
+def _is_send(action: object) -> TypeGuard[ChatSend | SmsSend]:
+    """A message to a resident (chat or SMS): only those have a ``priority``."""
+    return hasattr(action, "priority")
+
+
+def _is_confirm(action: object) -> TypeGuard[ConfirmRequest]:
+    """An officer's confirm prompt: it alone has ``residents`` (and no ``priority``)."""
+    return not hasattr(action, "priority") and hasattr(action, "residents")
 
 
 def _pct(pair: tuple[np.ndarray, np.ndarray], i: int) -> Percentiles:

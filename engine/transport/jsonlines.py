@@ -262,7 +262,7 @@ def _binary(stream: IO[str]) -> IO[bytes]:
     buffer = getattr(stream, "buffer", None)
     if buffer is None:
         raise TypeError(f"{stream!r} has no binary buffer; pass a path instead")
-    return buffer  # type: ignore[no-any-return]
+    return buffer
 
 
 class JsonLinesDeadLetters:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal, NamedTuple, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar, TypeVarTuple
 
 import trio
 
@@ -36,6 +36,7 @@ class PendingEntry(NamedTuple):
 
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class StreamClient(Protocol):
@@ -205,7 +206,7 @@ class CoredisClient:
             lambda: self._client.xautoclaim(stream, group, consumer, min_idle_ms, start, count)
         )
         cursor, entries = res[0], res[1]
-        deleted = [_s(i) for i in res[2]] if len(res) > 2 else []  # type: ignore[misc]
+        deleted = [_s(i) for i in res[2]] if len(res) > 2 else []
         return _s(cursor), self._entries(entries), deleted
 
     @staticmethod
@@ -320,8 +321,8 @@ class RedisPyClient:
                 await self._run(self._client.close)
 
     @staticmethod
-    async def _run(fn: object, *args: object) -> object:
-        return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)  # type: ignore[arg-type]
+    async def _run(fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=False)
 
     async def create_group(self, stream: str, group: str) -> bool:
         try:
@@ -341,17 +342,21 @@ class RedisPyClient:
     ) -> list[Entry]:
         def op(block: int | None) -> list[Entry]:
             res = self._client.xreadgroup(group, consumer, {stream: start}, count, block)
+            if isinstance(res, dict):  # {stream: entries}: RESP3 or legacy_responses=False
+                batches = list(res.values())
+            else:  # [[stream, entries], ...], what this client (RESP2, legacy replies) gets
+                batches = [entries for _name, entries in res or ()]
             out: list[Entry] = []
-            for _name, entries in res or ():
+            for entries in batches:
                 out.extend(self._entries(entries))
             return out
 
         if block_ms is None:
-            return await self._run(op, None)  # type: ignore[return-value]
-        return await _sliced(lambda b: self._run(op, b), block_ms, self.slice_ms)  # type: ignore[arg-type, return-value]
+            return await self._run(op, None)
+        return await _sliced(lambda b: self._run(op, b), block_ms, self.slice_ms)
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
-        return int(await self._run(lambda: self._client.xack(stream, group, *ids)))  # type: ignore[call-overload]
+        return int(await self._run(lambda: self._client.xack(stream, group, *ids)))
 
     async def autoclaim(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, start: str, count: int
@@ -397,7 +402,7 @@ class RedisPyClient:
         if not ids:
             await trio.lowlevel.checkpoint()
             return []
-        return [p for rows in await self._run(op) for p in self._pending(rows)]  # type: ignore[attr-defined]
+        return [p for rows in await self._run(op) for p in self._pending(rows)]
 
     async def pending_range(
         self,
@@ -419,13 +424,13 @@ class RedisPyClient:
     async def add_many(
         self, stream: str, entries: Sequence[Mapping[str, bytes]], maxlen: int | None
     ) -> list[str]:
-        def op() -> list[object]:
+        def op() -> list[bytes]:  # the new ids (replies are not decoded)
             pipe = self._client.pipeline(transaction=False)
             for fields in entries:
                 pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
             return pipe.execute()
 
-        return [_s(i) for i in await self._run(op)]  # type: ignore[attr-defined]
+        return [_s(i) for i in await self._run(op)]
 
     async def add_and_ack(
         self,
