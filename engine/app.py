@@ -163,7 +163,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         )
         send, recv = trio.open_memory_channel[CampaignAction](CAMPAIGN_CHANNEL)
         options: dict[str, Any] = {
-            "on_ended": lambda campaign_id, _state: engine.end_campaign(campaign_id)
+            "on_ended": lambda campaign_id, _state: engine.campaign_records.end(campaign_id)
         }
         if config.campaign_wall_clock is not None:
             options["wall_clock"] = config.campaign_wall_clock

@@ -21,7 +21,7 @@ record written before it, so start-up reads only what came after the last one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -88,6 +88,8 @@ class EngineSnapshot(msgspec.Struct, kw_only=True):
     states: list[WarningState]
     unsent: list[Action]
     campaigns: list[CampaignIssued] = []
+    campaign_ids: list[str] = []
+    """Every campaign id ever accepted, ended ones included: ids stay unique for good."""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -136,6 +138,8 @@ class Rebuilt:
     unsent: dict[str, Action] = field(default_factory=dict)
     campaigns: dict[str, bytes] = field(default_factory=dict)
     """Campaigns accepted and not ended, in the order they were issued."""
+    campaign_ids: set[str] = field(default_factory=set)
+    """Every campaign id ever accepted (see :class:`CampaignRecords`)."""
     records: int = 0
     failed_steps: int = 0
     last_at: float = 0.0
@@ -151,6 +155,7 @@ def rebuild(
         out.states = {s.warning.id: s for s in snap.states}
         out.unsent = {a.key: a for a in snap.unsent}
         out.campaigns = {c.campaign_id: c.raw for c in snap.campaigns}
+        out.campaign_ids = {*snap.campaign_ids, *out.campaigns}
         out.last_at = snap.taken_at
     states, unsent = out.states, out.unsent
     for raw in records:
@@ -163,6 +168,7 @@ def rebuild(
             continue
         if isinstance(rec, CampaignIssued):
             out.campaigns[rec.campaign_id] = rec.raw
+            out.campaign_ids.add(rec.campaign_id)
             continue
         if isinstance(rec, CampaignEnded):
             out.campaigns.pop(rec.campaign_id, None)
@@ -194,6 +200,52 @@ def rebuild(
         for a in actions:
             unsent[a.key] = a
     return out
+
+
+class CampaignRecords:
+    """What the engine's journal says about campaigns: which were accepted and not ended (a
+    restart issues them again) and every id ever accepted (a second campaign under a used id is
+    refused, across restarts and snapshots: adapters deduplicate sends by keys built from it).
+
+    Kept apart from :class:`~engine.scheduler.Engine`, which owns warnings: campaigns are
+    planned and paced by the campaign service; the engine only makes their acceptance durable
+    in the same journal. ``write`` appends one record (None: no journal, nothing is kept).
+    """
+
+    def __init__(self, write: Callable[[bytes], None] | None) -> None:
+        self._write = write
+        self.open: dict[str, bytes] = {}
+        self.ids: set[str] = set()
+
+    def restore(self, rebuilt: Rebuilt) -> None:
+        self.open, self.ids = dict(rebuilt.campaigns), set(rebuilt.campaign_ids)
+
+    def used(self, campaign_id: str) -> bool:
+        """Was a campaign with this id accepted before (in this run or any earlier one)?"""
+        return campaign_id in self.ids
+
+    def record(self, campaign_id: str, raw: bytes) -> None:
+        """A campaign was issued: journal it, so a restart issues it again until it ends.
+        Durable after the engine's next ``await durable()``; acknowledge its source only then."""
+        if self._write is None:
+            return
+        self.open[campaign_id] = raw
+        self.ids.add(campaign_id)
+        self._write(encode(CampaignIssued(campaign_id, raw)))
+
+    def end(self, campaign_id: str) -> None:
+        """A campaign finished, was cancelled or expired: a restart must not issue it again."""
+        if self._write is None or self.open.pop(campaign_id, None) is None:
+            return
+        self._write(encode(CampaignEnded(campaign_id)))
+
+    def pending(self) -> list[tuple[str, bytes]]:
+        """Campaigns accepted and not ended, in issue order."""
+        return list(self.open.items())
+
+    def snapshot(self) -> tuple[list[CampaignIssued], list[str]]:
+        """For the engine's snapshot: the open campaigns and every id."""
+        return [CampaignIssued(c, raw) for c, raw in self.open.items()], sorted(self.ids)
 
 
 def ended_at(state: WarningState) -> float:

@@ -45,8 +45,6 @@ from engine import durability
 from engine.directory import Directory
 from engine.durability import (
     Accepted,
-    CampaignEnded,
-    CampaignIssued,
     EngineSnapshot,
     Fed,
     Sent,
@@ -249,7 +247,10 @@ class Engine:
         self._records: list[bytes] = []
         # Actions produced but not yet marked sent; only tracked with a journal (replay re-sends).
         self._unsent: dict[str, Action] | None = {} if journal is not None else None
-        self._campaigns: dict[str, bytes] = {}  # accepted, not ended (with a journal)
+        self.campaign_records = durability.CampaignRecords(
+            self._write_record if journal is not None else None
+        )
+        """Campaigns the journal holds (accepted, ended, every id used): see CampaignRecords."""
         self._submitted = 0  # items put into the inboxes
         self._applied = 0  # items the loop has taken out and applied (and journaled)
         self._progress = trio.Event()
@@ -407,28 +408,6 @@ class Engine:
         if done:
             self._journal.write_nowait((durability.encode(Sent(done)),))
             self._count_records(1)
-
-    def record_campaign(self, campaign_id: str, raw: bytes) -> None:
-        """A campaign was issued: journal it, so a restart issues it again until it ends.
-
-        Durable after the next ``await durable()``; acknowledge its source only then.
-        """
-        if self._journal is None:
-            return
-        self._campaigns[campaign_id] = raw
-        self._journal.write_nowait((durability.encode(CampaignIssued(campaign_id, raw)),))
-        self._count_records(1)
-
-    def end_campaign(self, campaign_id: str) -> None:
-        """A campaign finished, was cancelled or expired: a restart must not issue it again."""
-        if self._journal is None or self._campaigns.pop(campaign_id, None) is None:
-            return
-        self._journal.write_nowait((durability.encode(CampaignEnded(campaign_id)),))
-        self._count_records(1)
-
-    def pending_campaigns(self) -> list[tuple[str, bytes]]:
-        """Campaigns accepted and not ended (restored from the journal), in issue order."""
-        return list(self._campaigns.items())
 
     @property
     def unsent(self) -> int:
@@ -652,6 +631,12 @@ class Engine:
         self._last_now = now
         return now
 
+    def _write_record(self, record: bytes) -> None:
+        """One record outside a loop turn (a campaign's acceptance or end)."""
+        assert self._journal is not None
+        self._journal.write_nowait((record,))
+        self._count_records(1)
+
     def _count_records(self, n: int) -> None:
         self._since_snapshot += n
         if self._since_snapshot >= self._snapshot_every and not self._snapshot_wanted.is_set():
@@ -677,7 +662,7 @@ class Engine:
         rebuilt = durability.rebuild(journal.snapshot_payload, journal.replay(), self.rules)
         self._states = rebuilt.states
         self._unsent = rebuilt.unsent
-        self._campaigns = rebuilt.campaigns
+        self.campaign_records.restore(rebuilt)
         self.stats.replayed = rebuilt.records
         self._since_snapshot = rebuilt.records
         self._last_now = rebuilt.last_at
@@ -705,12 +690,14 @@ class Engine:
             )
 
     def _encode_snapshot(self) -> bytes:
+        campaigns, campaign_ids = self.campaign_records.snapshot()
         snap = EngineSnapshot(
             version=durability.SNAPSHOT_VERSION,
             taken_at=self.now(),
             states=list(self._states.values()),
             unsent=list(self._unsent.values()) if self._unsent is not None else [],
-            campaigns=[CampaignIssued(cid, raw) for cid, raw in self._campaigns.items()],
+            campaigns=campaigns,
+            campaign_ids=campaign_ids,
         )
         return durability.encode(snap)
 

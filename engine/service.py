@@ -30,7 +30,7 @@ import msgspec
 import trio
 
 from engine.campaigns import Campaign, CampaignError, CampaignService
-from engine.campaigns.campaign import decode_campaign
+from engine.campaigns.campaign import DuplicateCampaign, decode_campaign
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -312,6 +312,11 @@ async def run_campaigns(
                     continue
                 try:
                     campaign = decode_campaign(d.raw)
+                    if engine.campaign_records.used(campaign.id):
+                        raise DuplicateCampaign(
+                            f"id: a campaign id not used before ({campaign.id} was accepted "
+                            "earlier; ids stay unique across restarts)"
+                        )
                     await campaigns.issue(campaign)
                 except CampaignError as exc:
                     await source.dead_letter(d, str(exc))
@@ -322,7 +327,7 @@ async def run_campaigns(
                     stats.dead_letters += 1
                 else:
                     ok.append(d.id)
-                    engine.record_campaign(campaign.id, d.raw)
+                    engine.campaign_records.record(campaign.id, d.raw)
                     if on_issued is not None:
                         on_issued(campaign)
             if ok:
@@ -336,14 +341,14 @@ async def reissue_campaigns(engine: Engine, campaigns: CampaignFeed) -> int:
     restart); one that can no longer be issued (expired meanwhile) is ended. Returns how many
     were issued."""
     issued = 0
-    for campaign_id, raw in engine.pending_campaigns():
+    for campaign_id, raw in engine.campaign_records.pending():
         try:
             campaign = decode_campaign(raw)
             await campaigns.service.issue(campaign)
         except Exception as exc:  # CampaignError (expired meanwhile) or anything unforeseen
             why = str(exc) if isinstance(exc, CampaignError) else type(exc).__name__
             log.warning("campaign %s not issued again: %s", campaign_id, why)
-            engine.end_campaign(campaign_id)
+            engine.campaign_records.end(campaign_id)
             continue
         issued += 1
         if campaigns.on_issued is not None:

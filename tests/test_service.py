@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 from hypothesis import HealthCheck, assume, given, settings
@@ -387,11 +388,11 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
             CampaignService.open(
                 reg,
                 c_send,
-                on_ended=lambda cid, _s: engine.end_campaign(cid),  # type: ignore[arg-type]
+                on_ended=lambda cid, _s: engine.campaign_records.end(cid),  # type: ignore[arg-type]
             ) as service,
             trio.open_nursery() as nursery,
         ):
-            pending_at_start = [cid for cid, _ in engine.pending_campaigns()]
+            pending_at_start = [cid for cid, _ in engine.campaign_records.pending()]
             camp = CampaignFeed(source, service, c_recv)  # type: ignore[arg-type]
             stats = await start_serve(nursery, engine, intake, sink, stop, campaigns=camp)
             for raw in send_first:
@@ -447,3 +448,83 @@ def iter_nowait(channel: trio.MemoryReceiveChannel[tuple[Action, ...]]):
             yield channel.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return
+
+
+async def test_a_campaign_id_stays_used_across_restarts(tmp_path: Path):
+    """The fuzz report's case: c-dup-1 accepted (and finished), the engine restarted (its clean
+    stop snapshots and compacts the journal), then c-dup-1 again with other content. It must be
+    refused with the reason, not issued again under the same action keys; a new id works."""
+    from engine.campaigns import CampaignService
+    from engine.registry.responders import RegistryDirectory
+    from engine.service import CampaignFeed
+    from tests.small_county import make_registry
+
+    reg = make_registry()
+    for i in range(4):
+        reg.add_resident(
+            f"R{i}",
+            name="甲",
+            phone="1",
+            address="x",
+            grid="01-11",
+            officer="P01",
+            tags=["elderly"],
+        )
+    base = {"title": "t", "audience": "elderly", "issuer": "county", "priority": "urgent"}
+
+    async def run(raws: list[bytes]) -> tuple[ServiceStats, list[str]]:
+        _w, intake = open_memory_intake()
+        send_c, source = open_memory_intake(name="campaigns")
+        sink, _out = open_memory_outbox(capacity=10_000)
+        c_send, c_recv = trio.open_memory_channel[object](1024)
+        stop = trio.Event()
+        async with (
+            Journal.open(tmp_path / "j", fsync=FsyncPolicy.always()) as journal,
+            Engine.open(RegistryDirectory(reg), RULES, journal=journal) as engine,
+            CampaignService.open(reg, c_send) as service,  # type: ignore[arg-type]
+            trio.open_nursery() as nursery,
+        ):
+            camp = CampaignFeed(source, service, c_recv)  # type: ignore[arg-type]
+            stats = await start_serve(nursery, engine, intake, sink, stop, campaigns=camp)
+            for raw in raws:
+                await send_c.send(raw)
+            with trio.fail_after(5):
+                while stats.campaigns + stats.dead_letters < len(raws):
+                    await trio.sleep(0.01)
+            stop.set()
+        return stats, [d.reason for d in source.dead_letters]
+
+    first = json.dumps({**base, "id": "c-dup-1", "text": "第一版"}).encode()
+    again = json.dumps({**base, "id": "c-dup-1", "text": "另一版", "audience": "all"}).encode()
+    fresh = json.dumps({**base, "id": "c-new-2", "text": "新的"}).encode()
+    stats, reasons = await run([first])
+    assert stats.campaigns == 1 and reasons == []
+    stats, reasons = await run([again, fresh])
+    assert stats.campaigns == 1 and len(reasons) == 1
+    assert reasons[0].startswith("id: a campaign id not used before (c-dup-1 was accepted")
+
+
+def test_campaign_ids_are_rebuilt_from_records_and_from_snapshots() -> None:
+    """Without a snapshot the ids come from CampaignIssued records (ended ones included); with
+    one, from its campaign_ids; a snapshot written before this field existed still loads."""
+    records = [
+        durability.encode(durability.CampaignIssued("c1", b"{}")),
+        durability.encode(durability.CampaignIssued("c2", b"{}")),
+        durability.encode(durability.CampaignEnded("c1")),
+    ]
+    rebuilt = durability.rebuild(None, records, RULES)
+    assert rebuilt.campaign_ids == {"c1", "c2"} and list(rebuilt.campaigns) == ["c2"]
+    snap = durability.EngineSnapshot(
+        version=durability.SNAPSHOT_VERSION,
+        taken_at=0.0,
+        states=[],
+        unsent=[],
+        campaigns=[durability.CampaignIssued("c2", b"{}")],
+        campaign_ids=["c1", "c2"],
+    )
+    again = durability.rebuild(durability.encode(snap), [], RULES)
+    assert again.campaign_ids == {"c1", "c2"} and list(again.campaigns) == ["c2"]
+    older = msgspec.msgpack.encode(
+        {"version": durability.SNAPSHOT_VERSION, "taken_at": 0.0, "states": [], "unsent": []}
+    )
+    assert durability.rebuild(older, [], RULES).campaign_ids == set()
