@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from engine import durability
 from engine.campaigns import CampaignService
 from engine.campaigns.campaign import Campaign, CampaignAction
 from engine.journal import FsyncPolicy, Journal
@@ -146,7 +147,12 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         journal: Journal | None
         if isinstance(config.journal, Path):
             journal = await stack.enter_async_context(
-                Journal.open(config.journal, fsync=config.fsync)
+                Journal.open(
+                    config.journal,
+                    fsync=config.fsync,
+                    validate=durability.decode_record,
+                    validate_snapshot=durability.decode_snapshot,
+                )
             )
         else:
             journal = config.journal

@@ -90,6 +90,8 @@ class EngineSnapshot(msgspec.Struct, kw_only=True):
     campaigns: list[CampaignIssued] = []
     campaign_ids: list[str] = []
     """Every campaign id ever accepted, ended ones included: ids stay unique for good."""
+    retired_warnings: list[str] = []
+    """Ids of warnings forgotten after their retention: an alert under one is refused."""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -140,6 +142,8 @@ class Rebuilt:
     """Campaigns accepted and not ended, in the order they were issued."""
     campaign_ids: set[str] = field(default_factory=set)
     """Every campaign id ever accepted (see :class:`CampaignRecords`)."""
+    retired: set[str] = field(default_factory=set)
+    """Ids of warnings that ended and were forgotten: never to be used again."""
     records: int = 0
     failed_steps: int = 0
     last_at: float = 0.0
@@ -156,6 +160,7 @@ def rebuild(
         out.unsent = {a.key: a for a in snap.unsent}
         out.campaigns = {c.campaign_id: c.raw for c in snap.campaigns}
         out.campaign_ids = {*snap.campaign_ids, *out.campaigns}
+        out.retired = set(snap.retired_warnings)
         out.last_at = snap.taken_at
     states, unsent = out.states, out.unsent
     for raw in records:
@@ -180,6 +185,7 @@ def rebuild(
                 continue
             if old.status != "active":  # retention ran out: the live loop forgot it here
                 del states[wid]
+                out.retired.add(wid)
                 continue
             event = TICK
         elif isinstance(rec, Accepted):

@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 
 from engine import durability
@@ -28,6 +30,7 @@ from engine.model import (
     Acknowledged,
     Action,
     CallResult,
+    InvalidWarning,
     Outcome,
     PhoneTarget,
     ResidentTarget,
@@ -280,3 +283,28 @@ async def test_status_prints_the_timeline_in_local_time(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "no warning 'nope'" in unknown.output
     missing = runner.invoke(main, ["status", "w4", "--journal", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "no journal" in missing.output
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+async def test_a_retired_warning_id_is_refused_for_good(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, snapshot: bool
+) -> None:
+    """Once a warning has ended and been forgotten (retain_ended_s), its id is retired: a new
+    alert under it is refused with the reason, in this run and after a restart (replayed from
+    the records, or from a snapshot), instead of starting over under the same action keys."""
+    folder = tmp_path / "j"
+    async with engine_on(folder, sent=[], retain_ended_s=60.0) as engine:
+        await engine.submit(warning("w1", rid=1))
+        await engine.submit(warning("w1", rid=1, msg_type="cancel"))
+        await settle(engine, lambda: engine.status("w1") is not None)
+        await trio.sleep(120)  # retention passes: w1 is forgotten
+        assert engine.status("w1") is None and engine.stats.evicted == 1
+        with pytest.raises(InvalidWarning) as err:
+            await engine.submit(warning("w1", rid=1))
+        assert err.value.field == "id" and "not used before" in str(err.value)
+        if snapshot:
+            await engine.snapshot()
+    async with engine_on(folder, sent=[], retain_ended_s=60.0) as engine:
+        with pytest.raises(InvalidWarning):
+            await engine.submit(warning("w1", rid=1))
+        await engine.submit(warning("w2", rid=2))  # other ids are fine

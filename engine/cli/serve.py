@@ -24,7 +24,7 @@ from engine.cli.common import (
     residents_option,
     seed_option,
 )
-from engine.durability import rebuild
+from engine.durability import decode_record, decode_snapshot, rebuild
 from engine.errors import WarnDispatchError
 from engine.journal import FsyncPolicy
 from engine.journal.reader import read_journal
@@ -255,8 +255,14 @@ def status(warning_id: str, journal_dir: Path | None) -> None:
     """Print a warning's state and timeline from the journal (read-only; safe beside serve)."""
     path = journal_dir or cache_dir() / "journal"
     try:
-        image = read_journal(path)
+        image = read_journal(path, decode_record, decode_snapshot)
         rebuilt = rebuild(image.snapshot_payload, image.records, load_escalation())
+        if image.damaged is not None:
+            click.echo(
+                f"warning: journal damaged at {image.damaged}; shown as of the record before "
+                "it (serve sets the rest aside at its next start)",
+                err=True,
+            )
     except WarnDispatchError as exc:
         fail(str(exc))
     state = rebuilt.states.get(warning_id)

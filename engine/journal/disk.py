@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,30 @@ class Recovery:
     tail_size: int
     truncated_bytes: int = 0
     removed: list[str] = field(default_factory=list)
+    damaged: list[Damage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A record whose frame and checksum are intact but whose contents the owner cannot read
+    (another version's format, or a bug that wrote garbage). Everything before it is kept;
+    the rest of its segment is moved to ``aside`` (never deleted) and later segments get an
+    ``.orphan`` suffix, so the log stays a prefix of what was written."""
+
+    segment: Path
+    offset: int
+    records: int
+    """Records set aside: the damaged one and every later one in its segment."""
+    nbytes: int
+    aside: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.segment} offset {self.offset}: unreadable record ({self.reason}); kept "
+            f"the records before it, set {self.records} records ({self.nbytes} bytes) aside "
+            f"in {self.aside.name}"
+        )
 
 
 def _truncate(path: Path, end: int, *, rewrite_header: bool) -> None:
@@ -199,9 +224,20 @@ def _truncate(path: Path, end: int, *, rewrite_header: bool) -> None:
         os.close(fd)
 
 
-def recover(folder: Path) -> Recovery:
+Validate = Callable[[bytes], object]
+"""The owner's check of one payload (e.g. decode it); raising means the payload is damaged."""
+
+
+def recover(
+    folder: Path,
+    validate: Validate | None = None,
+    validate_snapshot: Validate | None = None,
+) -> Recovery:
     """Find the newest valid snapshot, scan the segments after it, repair the tail.
 
+    With ``validate``, a record that passes its checksum but fails ``validate`` ends the log
+    like a torn record does, except that nothing is dropped: see :class:`Damage`. A snapshot
+    failing ``validate_snapshot`` is set aside like a corrupt one (an older one is used).
     Idempotent: a crash during recovery leaves a state that recovers to the same log.
     """
     segments, snapshots, temps = _listing(folder)
@@ -216,7 +252,7 @@ def recover(folder: Path) -> Recovery:
     snap_payload: bytes | None = None
     for n in sorted(snapshots, reverse=True):
         payload = framing.decode_snapshot(read_all(snapshots[n]))
-        if payload is not None:
+        if payload is not None and check_payload(validate_snapshot, payload) is None:
             base, snap_payload = n, payload
             break
         aside = snapshots[n].with_name(snapshots[n].name + ".corrupt")
@@ -246,18 +282,36 @@ def recover(folder: Path) -> Recovery:
             raise JournalCorruptError(f"{folder}: segment {base + i:08d} is missing")
 
     records: list[bytes] = []
+    damaged: list[Damage] = []
     truncated = 0
     tail, tail_size = base, HEADER_SIZE
     for i, n in enumerate(live):
         path = segments[n]
         data = read_all(path)
         scanner = framing.Scanner(data, SEGMENT_MAGIC)
-        records.extend(payload for _, payload in scanner)
+        frames = iter(scanner)
+        for offset, payload in frames:
+            reason = check_payload(validate, payload)
+            if reason is None:
+                records.append(payload)
+                continue
+            damage = _set_aside(path, data, offset, 1 + sum(1 for _ in frames), reason)
+            log.error("journal %s", damage)
+            damaged.append(damage)
+            tail, tail_size = n, offset
+            _orphan_after(live[i + 1 :], segments)
+            changed_dir = True
+            break
+        else:
+            end = scanner.result
+            assert end is not None
+            tail, tail_size = n, max(end.end, HEADER_SIZE)
+            if end.clean:
+                continue
+        if damaged:
+            break
         end = scanner.result
         assert end is not None
-        tail, tail_size = n, max(end.end, HEADER_SIZE)
-        if end.clean:
-            continue
         benign = end.stop is Stop.BAD_HEADER and framing.header(SEGMENT_MAGIC).startswith(data)
         if not benign:
             dropped = len(data) - end.end
@@ -271,15 +325,10 @@ def recover(folder: Path) -> Recovery:
             )
         # A header that never fully reached the disk (killed right after creating the file).
         _truncate(path, end.end, rewrite_header=end.stop is Stop.BAD_HEADER)
-        for later in live[i + 1 :]:
-            # Only a power cut or disk corruption can leave a bad record before a later segment
-            # (rotation happens after the old segment's last write returned): replaying the later
-            # one would skip history, so it is set aside, not replayed.
-            lpath = segments[later]
-            aside = lpath.with_name(lpath.name + ".orphan")
-            log.warning("journal %s: follows a truncated segment; moved aside", lpath)
-            os.rename(lpath, aside)
-            changed_dir = True
+        # Only a power cut or disk corruption can leave a bad record before a later segment
+        # (rotation happens after the old segment's last write returned): replaying the later
+        # one would skip history, so it is set aside, not replayed.
+        changed_dir = _orphan_after(live[i + 1 :], segments) or changed_dir
         break
 
     if not live:
@@ -292,7 +341,41 @@ def recover(folder: Path) -> Recovery:
         changed_dir = True
     if changed_dir:
         fsync_dir(folder)
-    return Recovery(base, snap_payload, records, tail, tail_size, truncated, removed)
+    return Recovery(base, snap_payload, records, tail, tail_size, truncated, removed, damaged)
+
+
+def check_payload(validate: Validate | None, payload: bytes) -> str | None:
+    """None if ``payload`` passes ``validate``, else the kind of error (never its text, which
+    may quote the payload)."""
+    if validate is None:
+        return None
+    try:
+        validate(payload)
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+
+
+def _set_aside(path: Path, data: bytes, offset: int, records: int, reason: str) -> Damage:
+    """Copy ``data[offset:]`` beside the segment (fsync'ed), then cut the segment there."""
+    aside = path.with_name(f"{path.name}.damaged-{offset}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data[offset:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _truncate(path, offset, rewrite_header=False)
+    return Damage(path, offset, records, len(data) - offset, aside, reason)
+
+
+def _orphan_after(later: list[int], segments: dict[int, Path]) -> bool:
+    """Give every later segment an ``.orphan`` suffix; True if any was renamed."""
+    for n in later:
+        lpath = segments[n]
+        log.warning("journal %s: follows a cut segment; moved aside as .orphan", lpath)
+        os.rename(lpath, lpath.with_name(lpath.name + ".orphan"))
+    return bool(later)
 
 
 def open_tail(folder: Path, n: int) -> int:

@@ -87,6 +87,8 @@ class JournalStats:
     snapshots: int = 0
     replayed_records: int = 0
     truncated_bytes: int = 0
+    damaged_records: int = 0
+    """Unreadable records (and those after them) set aside at open."""
     segment: int = 0
     snapshot_segment: int | None = None
 
@@ -117,9 +119,12 @@ class Journal:
         self._snapshot_no: int | None = rec.base if rec.snapshot_payload is not None else None
         self.snapshot_payload: bytes | None = rec.snapshot_payload
         self._records: list[bytes] | None = rec.records
+        self.damaged: list[disk.Damage] = rec.damaged
+        """Records recovery found unreadable and set aside at open (see ``disk.Damage``)."""
         self._stats = JournalStats(
             replayed_records=len(rec.records),
             truncated_bytes=rec.truncated_bytes,
+            damaged_records=sum(d.records for d in rec.damaged),
             segment=rec.tail,
             snapshot_segment=self._snapshot_no,
         )
@@ -139,15 +144,25 @@ class Journal:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: str | Path, fsync: FsyncPolicy | None = None
+        cls,
+        path: str | Path,
+        fsync: FsyncPolicy | None = None,
+        *,
+        validate: disk.Validate | None = None,
+        validate_snapshot: disk.Validate | None = None,
     ) -> AsyncIterator[Journal]:
         """Lock the folder, recover (truncating a torn tail), and yield the journal.
 
+        ``validate`` / ``validate_snapshot``: the owner's check of a payload; a record that
+        fails it is set aside with everything after it (``journal.damaged`` says what and
+        where), never dropped, so the owner never replays a log it cannot read.
         On exit everything written is fsync'ed (under every policy), then files are closed.
         """
         folder = Path(path)
         policy = fsync if fsync is not None else FsyncPolicy.always()
-        journal = await trio.to_thread.run_sync(cls._open_sync, folder, policy)
+        journal = await trio.to_thread.run_sync(
+            cls._open_sync, folder, policy, validate, validate_snapshot
+        )
         ok = False
         try:
             yield journal
@@ -157,14 +172,20 @@ class Journal:
                 await journal._shutdown(raise_errors=ok)
 
     @classmethod
-    def _open_sync(cls, folder: Path, policy: FsyncPolicy) -> Journal:
+    def _open_sync(
+        cls,
+        folder: Path,
+        policy: FsyncPolicy,
+        validate: disk.Validate | None = None,
+        validate_snapshot: disk.Validate | None = None,
+    ) -> Journal:
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         if created:
             disk.fsync_dir(folder.parent)
         lock_fd = disk.lock(folder)
         try:
-            rec = disk.recover(folder)
+            rec = disk.recover(folder, validate, validate_snapshot)
             fd = disk.open_tail(folder, rec.tail)
         except BaseException:
             disk.os.close(lock_fd)

@@ -23,10 +23,20 @@ class JournalImage:
     snapshot_payload: bytes | None
     records: list[bytes]
     base: int
+    damaged: str | None = None
+    """Where the log stops being readable (segment, offset, kind of error), if it does before
+    its end; the records are the readable prefix. The engine sets the rest aside at its next
+    start; this reader never changes a file."""
 
 
-def read_journal(path: str | Path) -> JournalImage:
-    """The snapshot and records of the journal at ``path``; ``JournalError`` if there is none."""
+def read_journal(
+    path: str | Path,
+    validate: disk.Validate | None = None,
+    validate_snapshot: disk.Validate | None = None,
+) -> JournalImage:
+    """The snapshot and records of the journal at ``path``; ``JournalError`` if there is none.
+
+    With ``validate`` the records stop at the first one it rejects (see ``JournalImage``)."""
     folder = Path(path)
     if not folder.is_dir():
         raise JournalError(f"{folder}: no journal here")
@@ -40,7 +50,7 @@ def read_journal(path: str | Path) -> JournalImage:
             found = framing.decode_snapshot(disk.read_all(snapshots[n]))
         except FileNotFoundError:  # compacted away by a live writer meanwhile
             continue
-        if found is not None:
+        if found is not None and disk.check_payload(validate_snapshot, found) is None:
             base, payload = n, found
             break
     if base is None:
@@ -54,7 +64,12 @@ def read_journal(path: str | Path) -> JournalImage:
         except FileNotFoundError:
             break
         scanner = framing.Scanner(data, SEGMENT_MAGIC)
-        records.extend(p for _, p in scanner)
+        for offset, p in scanner:
+            reason = disk.check_payload(validate, p)
+            if reason is not None:
+                where = f"{segments[n]} offset {offset}: unreadable record ({reason})"
+                return JournalImage(payload, records, base, where)
+            records.append(p)
         assert scanner.result is not None
         if not scanner.result.clean:
             break
