@@ -211,15 +211,12 @@ async def run_intake(
 ) -> None:
     """Warnings from ``source`` into the engine, acked once durable, until the source ends."""
 
-    def decode(raw: bytes) -> WarningInstruction:
-        w = _decode_warning(raw)
-        engine.check_warning(w)
-        return w
-
     async def submit(items: list[object]) -> list[tuple[int, Exception]]:
+        # The engine validates each warning against its rules and clock (check_warning) as it
+        # takes it, and reports what it refuses: validating here as well would do it twice.
         return await engine.submit_many(items, report=True)  # type: ignore[arg-type]
 
-    await _pump(engine, source, decode, submit, stats, "warnings", observers, relay)
+    await _pump(engine, source, _decode_warning, submit, stats, "warnings", observers, relay)
 
 
 async def run_feedback(
