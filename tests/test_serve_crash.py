@@ -65,6 +65,16 @@ def start(args: list[str], log: Path, **kw: object) -> subprocess.Popen[bytes]:
         )
 
 
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Whatever happened in the test: the child is gone and its pipes are closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=5)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
 def wait_serving(log: Path, starts: int) -> None:
     """Until the log shows the ``starts``-th start completed (signal handlers installed)."""
     deadline = time.monotonic() + 30
@@ -194,12 +204,7 @@ def test_serve_json_lines_stops_cleanly_on_sigterm(county: Path, tmp_path: Path)
         wait_serving(log, 1)
         assert stop(proc, signal.SIGTERM) == 0, log.read_text()[-2000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        reap(proc)
     assert {a["warning_id"] for a in actions} == {f"w-{i}" for i in range(20)}
     text = log.read_text()
     # Dead letters go to their own file beside the journal, never into the log.
@@ -268,12 +273,7 @@ def test_serve_survives_each_poison_message_of_the_fuzz_report(county: Path, tmp
             time.sleep(0.05)
         assert stop(proc, signal.SIGTERM) == 0, log.read_text()[-2000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        reap(proc)
     dead = [json.loads(x) for x in dead_path.read_bytes().split(b"\n") if x]
     by_id = {}
     for d in dead:

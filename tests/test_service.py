@@ -21,6 +21,7 @@ from engine import durability
 from engine.journal import FsyncPolicy, Journal
 from engine.journal.reader import read_journal
 from engine.model import Action
+from engine.registry.registry import Registry
 from engine.scheduler import Engine
 from engine.service import ServiceStats, run_feedback, run_intake, serve
 from engine.testing import RedisServer
@@ -358,19 +359,8 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
     from engine.campaigns import CampaignService
     from engine.registry.responders import RegistryDirectory
     from engine.service import CampaignFeed
-    from tests.small_county import make_registry
 
-    reg = make_registry()
-    for i in range(6):
-        reg.add_resident(
-            f"R{i}",
-            name="甲",
-            phone="1",
-            address="x",
-            grid="01-11",
-            officer="P01",
-            tags=["elderly"],
-        )
+    reg = elderly_county(6)
     base = {"title": "t", "text": "x", "audience": "elderly", "issuer": "county"}
     # Routine waits for the officer's confirmation (or quiet hours); urgent goes at once.
     routine = json.dumps({**base, "id": "c-routine", "priority": "routine"}).encode()
@@ -457,19 +447,8 @@ async def test_a_campaign_id_stays_used_across_restarts(tmp_path: Path):
     from engine.campaigns import CampaignService
     from engine.registry.responders import RegistryDirectory
     from engine.service import CampaignFeed
-    from tests.small_county import make_registry
 
-    reg = make_registry()
-    for i in range(4):
-        reg.add_resident(
-            f"R{i}",
-            name="甲",
-            phone="1",
-            address="x",
-            grid="01-11",
-            officer="P01",
-            tags=["elderly"],
-        )
+    reg = elderly_county(4)
     base = {"title": "t", "audience": "elderly", "issuer": "county", "priority": "urgent"}
 
     async def run(raws: list[bytes]) -> tuple[ServiceStats, list[str]]:
@@ -528,3 +507,16 @@ def test_campaign_ids_are_rebuilt_from_records_and_from_snapshots() -> None:
         {"version": durability.SNAPSHOT_VERSION, "taken_at": 0.0, "states": [], "unsent": []}
     )
     assert durability.rebuild(older, [], RULES).campaign_ids == set()
+
+
+def elderly_county(n: int) -> Registry:
+    """The small test county plus ``n`` elderly residents, all contacts of officer P01."""
+    from tests.small_county import make_registry
+
+    reg = make_registry()
+    for i in range(n):
+        reg.add_resident(
+            f"R{i}", name="甲", phone="1", address="x", grid="01-11", officer="P01", tags=[]
+        )
+        reg.set_tag(reg.n_ids - 1, "elderly")
+    return reg
