@@ -30,6 +30,7 @@ from engine import durability
 from engine.campaigns import CampaignService
 from engine.campaigns.campaign import Campaign, CampaignAction
 from engine.journal import FsyncPolicy, Journal
+from engine.journal.backend import JournalBackend
 from engine.registry.registry import Registry
 from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules, load_escalation
@@ -52,17 +53,21 @@ class AppConfig:
     ``wall_clock`` / ``campaign_wall_clock``: injected clocks (the simulator's month; tests).
     ``stats_start``: the time statistics count from (default: the engine's ``now()`` at open).
     ``engine_options``: further :class:`Engine` options (``retain_ended_s``, capacities ...).
+    ``stats`` / ``window_tags``: share these with other apps over the same registry (the
+    partitions a group member owns each run an app; one registry has one set of window tags).
     """
 
     registry: Registry
     rules: EscalationRules | None = None
-    journal: Path | Journal | None = None
+    journal: Path | JournalBackend | None = None
     fsync: FsyncPolicy = field(default_factory=FsyncPolicy.always)
     snapshot_every: int = 50_000
     wall_clock: Callable[[], datetime] | None = None
     campaign_wall_clock: Callable[[float], datetime] | None = None
     stats_start: float | None = None
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    stats: Stats | None = None
+    window_tags: RecentTags | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class App:
     campaign_actions: trio.MemoryReceiveChannel[CampaignAction]
     stats: Stats
     window_tags: RecentTags
-    journal: Journal | None
+    journal: JournalBackend | None
 
     @property
     def observers(self) -> list[Observer]:
@@ -144,7 +149,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
     """Open the journal (if a folder), the engine over the registry, and the campaign service;
     close them in reverse order on exit."""
     async with AsyncExitStack() as stack:
-        journal: Journal | None
+        journal: JournalBackend | None
         if isinstance(config.journal, Path):
             journal = await stack.enter_async_context(
                 Journal.open(
@@ -180,7 +185,9 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
             engine=engine,
             campaigns=campaigns,
             campaign_actions=recv,
-            stats=Stats.from_registry(reg, start=start),
-            window_tags=RecentTags(reg),
+            stats=config.stats
+            if config.stats is not None
+            else Stats.from_registry(reg, start=start),
+            window_tags=config.window_tags if config.window_tags is not None else RecentTags(reg),
             journal=journal,
         )

@@ -50,7 +50,7 @@ from engine.durability import (
     Sent,
     Ticked,
 )
-from engine.journal import Journal
+from engine.journal.backend import JournalBackend
 from engine.machine import TICK, Event, WarningState, step, validate_arrival, validate_warning
 from engine.model import (
     Action,
@@ -215,7 +215,7 @@ class Engine:
         retain_ended_s: float = 86400.0,
         county_centre: str = "county_centre",
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
-        journal: Journal | None = None,
+        journal: JournalBackend | None = None,
         snapshot_every: int = 50_000,
     ) -> None:
         self.directory = directory
@@ -667,7 +667,7 @@ class Engine:
 
     # --- durability ------------------------------------------------------------------------
 
-    def _restore(self, journal: Journal) -> None:
+    def _restore(self, journal: JournalBackend) -> None:
         """Rebuild states, deadlines and the unsent actions from the journal (before the loop
         starts). Overdue deadlines are simply at the top of the heap: they fire at once."""
         rebuilt = durability.rebuild(journal.snapshot_payload, journal.replay(), self.rules)

@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import click
 
-from engine.cli import audience, campaign, county, demo, reference, serve
+from engine.cli import audience, campaign, county, demo, group, reference, serve
 from engine.cli.reference import MESSAGES
 
 __all__ = ["MESSAGES", "main"]
@@ -54,3 +54,4 @@ main.add_command(reference.schema)
 main.add_command(reference.taxonomy)
 main.add_command(serve.serve)
 main.add_command(serve.status)
+main.add_command(group.group)

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 import msgspec
+import trio
 from rich.console import Console
 
 from engine.registry.registry import Registry
@@ -94,3 +96,95 @@ residents_option = click.option(
     "--residents", type=click.IntRange(min=1), help="Residents to generate [1,300,000]."
 )
 seed_option = click.option("--seed", type=int, help="Random seed for the generated county.")
+
+
+# --- a group of engines -----------------------------------------------------------------------
+
+
+def parse_ms(text: str, flag: str) -> int:
+    """``6s``, ``500ms`` or a bare number of milliseconds, as milliseconds."""
+    raw = text.strip().lower()
+    scale = 1.0
+    if raw.endswith("ms"):
+        raw = raw[:-2]
+    elif raw.endswith("s"):
+        raw, scale = raw[:-1], 1000.0
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise click.BadParameter(
+            f"{flag}: expected a duration like 6s or 500ms, not {text!r}"
+        ) from None
+    if not 0 < value < 86_400_000:
+        raise click.BadParameter(f"{flag}: expected a duration between 1 ms and a day: {text!r}")
+    return int(value)
+
+
+def group_options(fn: Callable[..., object]) -> Callable[..., object]:
+    """The options that make ``serve`` one member of a group of engines."""
+    options = [
+        click.option(
+            "--group",
+            help="Join the group of engines of this name (its Redis key prefix, e.g. wd); "
+            "needs --redis. Journals then live in Redis, one per partition.",
+        ),
+        click.option(
+            "--member",
+            help="This member's name, unique in the group [host-pid]. Give a stable one to "
+            "get its partitions back at once after a restart.",
+        ),
+        click.option(
+            "--partitions",
+            type=click.IntRange(1, 4096),
+            default=16,
+            show_default=True,
+            help="Partitions of the group; fixed for the group's lifetime.",
+        ),
+        click.option(
+            "--lease-ttl",
+            default="6s",
+            show_default=True,
+            help="A partition lease's lifetime: a dead member's partitions move after it.",
+        ),
+        click.option(
+            "--wait-replicas",
+            type=click.IntRange(0, 16),
+            default=0,
+            show_default=True,
+            help="Acknowledge intake only once this many Redis replicas have it (WAIT).",
+        ),
+        click.option(
+            "--wait-timeout",
+            default="1000ms",
+            show_default=True,
+            help="How long one WAIT for replicas may take.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+redis_url_option = click.option(
+    "--redis",
+    "redis_url",
+    help="redis://HOST:PORT/DB, redis+sentinel://H:P,H:P/SERVICE or redis+cluster://H:P,H:P.",
+)
+
+
+def open_group_client(url: str) -> Any:
+    """A binary redis-py client for ``url``, or one line saying what is wrong with it."""
+    from engine.group.client import connect
+
+    try:
+        return connect(url)
+    except ValueError as exc:
+        fail(f"--redis: {exc}")
+
+
+async def watch_signals(stop: trio.Event) -> None:
+    """Set ``stop`` at the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 import msgspec
+import redis
 import trio
 from rich.console import Console
 
@@ -20,14 +21,23 @@ from engine.cli.common import (
     cache_dir,
     county_option,
     fail,
+    group_options,
     open_county,
+    open_group_client,
+    parse_ms,
+    redis_url_option,
     residents_option,
     seed_option,
+    watch_signals,
 )
 from engine.durability import decode_record, decode_snapshot, rebuild
 from engine.errors import WarnDispatchError
+from engine.group.inspect import partition_state
+from engine.group.member import GroupConfig, GroupMember, default_member
+from engine.group.partitions import Keys, partition_of
 from engine.journal import FsyncPolicy
 from engine.journal.reader import read_journal
+from engine.machine import WarningState
 from engine.model import describe_target
 from engine.registry.registry import Registry
 from engine.rules.escalation import load_escalation
@@ -117,6 +127,7 @@ journal_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write this run's statistics (JSON, as in sim-report/summary.json) at shutdown.",
 )
+@group_options
 def serve(
     county: Path | None,
     residents: int | None,
@@ -130,17 +141,47 @@ def serve(
     consumer: str | None,
     campaigns_file: Path | None,
     stats_out: Path | None,
+    group: str | None,
+    member: str | None,
+    partitions: int,
+    lease_ttl: str,
+    wait_replicas: int,
+    wait_timeout: str,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
 
     JSON lines by default (warnings on stdin, actions on stdout, dead letters in a file), or
-    Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). Stops cleanly on
+    Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). With --group as
+    well, this process is one member of a group of engines sharing the work, each partition's
+    journal in Redis (see README, "Running a group of engines"). Stops cleanly on
     SIGINT/SIGTERM; the journal makes a restart continue where it stopped.
     """
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     policy = _parse_fsync(fsync)
+    if group is not None:
+        if redis_url is None:
+            raise click.UsageError("--group needs --redis URL: the group's state lives in Redis")
+        try:
+            config = GroupConfig(
+                member=member or default_member(),
+                name=group,
+                partitions=partitions,
+                lease_ttl_ms=parse_ms(lease_ttl, "--lease-ttl"),
+                wait_replicas=wait_replicas,
+                wait_timeout_ms=parse_ms(wait_timeout, "--wait-timeout"),
+                fsync=policy,
+                snapshot_every=snapshot_every,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        try:
+            reg = open_county(county, residents, seed, out=Console(stderr=True))
+            trio.run(_serve_group, reg, redis_url, config, stats_out)
+        except WarnDispatchError as exc:
+            fail(str(exc))
+        return
     redis_at = _parse_redis(redis_url) if redis_url else None
     try:
         reg = open_county(county, residents, seed, out=Console(stderr=True))
@@ -223,6 +264,36 @@ async def _serve(
             log.info("statistics of this run written to %s", stats_out)
 
 
+async def _serve_group(
+    reg: Registry, url: str, config: GroupConfig, stats_out: Path | None
+) -> None:
+    """One member of a group: until SIGINT/SIGTERM, then hand every partition back."""
+    log = logging.getLogger("engine.serve")
+    client = open_group_client(url)
+    member = GroupMember(config, client, reg, load_escalation())
+    stop = trio.Event()
+    t0 = time.monotonic()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_signals, stop)
+            await member.run(stop)
+            nursery.cancel_scope.cancel()
+    finally:
+        client.close()
+    routed = {k: s.routed for k, s in member.router_stats.items()}
+    log.info(
+        "member %s stopped after %.1f s: %d partitions taken, %d lost, routed %s",
+        config.member,
+        time.monotonic() - t0,
+        member.takeovers,
+        member.lost,
+        routed,
+    )
+    if stats_out is not None:
+        stats_out.write_bytes(msgspec.json.encode(member.stats.summary(until=time.time())))
+        log.info("statistics of this run written to %s", stats_out)
+
+
 async def _serve_json_lines(
     app: App,
     path: Path,
@@ -251,9 +322,29 @@ async def _serve_json_lines(
 @click.command()
 @click.argument("warning_id")
 @journal_option
-def status(warning_id: str, journal_dir: Path | None) -> None:
-    """Print a warning's state and timeline from the journal (read-only; safe beside serve)."""
-    path = journal_dir or cache_dir() / "journal"
+@redis_url_option
+@click.option("--group", default="wd", show_default=True, help="With --redis: the group's name.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 4096),
+    default=16,
+    show_default=True,
+    help="With --redis: the group's partition count.",
+)
+def status(
+    warning_id: str, journal_dir: Path | None, redis_url: str | None, group: str, partitions: int
+) -> None:
+    """Print a warning's state and timeline from the journal (read-only; safe beside serve).
+
+    With --redis, from the journal in Redis of the group partition that holds the warning."""
+    if redis_url is not None:
+        state = _state_in_group(warning_id, redis_url, group, partitions)
+    else:
+        state = _state_on_disk(warning_id, journal_dir or cache_dir() / "journal")
+    _print_state(state)
+
+
+def _state_on_disk(warning_id: str, path: Path) -> WarningState:
     try:
         image = read_journal(path, decode_record, decode_snapshot)
         rebuilt = rebuild(image.snapshot_payload, image.records, load_escalation())
@@ -268,7 +359,27 @@ def status(warning_id: str, journal_dir: Path | None) -> None:
     state = rebuilt.states.get(warning_id)
     if state is None:
         fail(f"no warning {warning_id!r} in the journal at {path}")
+    return state
 
+
+def _state_in_group(warning_id: str, url: str, group: str, partitions: int) -> WarningState:
+    client = open_group_client(url)
+    p = partition_of(warning_id, partitions)
+    try:
+        rebuilt = partition_state(client, Keys(group), p, load_escalation())
+    except (WarnDispatchError, redis.RedisError, OSError) as exc:
+        fail(f"partition {p} of group {group}: {exc}")
+    finally:
+        client.close()
+    state = rebuilt.states.get(warning_id)
+    if state is None:
+        fail(
+            f"no warning {warning_id!r} in partition {p} of group {group} ({partitions} partitions)"
+        )
+    return state
+
+
+def _print_state(state: WarningState) -> None:
     def local(at: float) -> str:
         return datetime.fromtimestamp(at, LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
 

@@ -88,6 +88,20 @@ class Keys:
         """Stream: feedback events routed to the partition."""
         return f"{self.tag(partition)}:feedback"
 
+    def campaigns(self, partition: int) -> str:
+        """Stream: campaigns and campaign control (confirm, cancel) routed to the partition."""
+        return f"{self.tag(partition)}:campaigns"
+
+    def members(self) -> str:
+        """Sorted set: live members of the group, scored by when their heartbeat lapses (ms)."""
+        return f"{{{self.prefix}}}:members"
+
+    def stream(self, what: str) -> str:
+        """A stream every producer writes to and every member reads (``intake``, ``feedback``,
+        ``campaigns``, ``registry``, ``outbox``, ``dead``): ``<prefix>:<what>``, no hash tag,
+        so a single-process engine and a group share the producers' stream names."""
+        return f"{self.prefix}:{what}"
+
     def all(self, partition: int) -> tuple[str, ...]:
         """Every key of ``partition`` (for tests, cleanup and slot checks)."""
         return (
@@ -98,6 +112,7 @@ class Keys:
             self.commit(partition),
             self.intake(partition),
             self.feedback(partition),
+            self.campaigns(partition),
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal, NamedTuple, Protocol, TypeVar, TypeVarTuple
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, TypeVarTuple
 
 import trio
 
@@ -298,14 +298,32 @@ class RedisPyClient:
 
     name: ClientName = "redis-py"
 
-    def __init__(self, host: str, port: int, db: int = 0, *, slice_ms: int = 100) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        *,
+        slice_ms: int = 100,
+        client: Any = None,
+    ) -> None:
         import redis
+        import redis.cluster
 
         self._redis = redis
-        self._client = redis.Redis(
+        self._client = client or redis.Redis(
             host=host, port=port, db=db, max_connections=64, socket_timeout=COMMAND_TIMEOUT_S
         )
+        # Redis Cluster refuses MULTI over keys of different slots: there a dead letter is
+        # stored, then acked (a crash between the two repeats the dead letter, loses nothing).
+        self._atomic = not isinstance(self._client, redis.cluster.RedisCluster)
         self.slice_ms = slice_ms
+
+    @classmethod
+    def over(cls, client: Any, *, slice_ms: int = 100) -> RedisPyClient:
+        """Streams over a client made elsewhere (Sentinel, Cluster: see
+        :func:`engine.group.client.connect`); its owner closes it."""
+        return cls(client=client, slice_ms=slice_ms)
 
     @classmethod
     @asynccontextmanager
@@ -442,7 +460,7 @@ class RedisPyClient:
         ack_id: str,
     ) -> None:
         def op() -> None:
-            pipe = self._client.pipeline(transaction=True)
+            pipe = self._client.pipeline(transaction=self._atomic)
             pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
             pipe.xack(ack_stream, group, ack_id)
             pipe.execute()

@@ -1,0 +1,207 @@
+"""A group of engines in one process, against a real redis-server: routing, an even spread,
+clean hand-over, takeover, fencing of a stalled member, and ``group status``.
+
+Members run on the real clock with short leases (1.2 s), so each test takes a few seconds;
+every wait polls with a deadline. The chaos test (``test_group_chaos.py``) does the same with
+real processes, SIGKILL and SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.group import Keys, partition_of
+from engine.group.client import connect
+from engine.group.inspect import partition_state, read_status
+from engine.group.member import GroupConfig, GroupMember
+from engine.group.router import route
+from engine.rules.escalation import load_escalation
+from engine.testing import RedisServer
+from tests.test_service import elderly_county
+from tests.transport_support import warning_json
+
+P = 8
+TTL_MS = 1200
+RULES = load_escalation()
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+def binary(server: RedisServer) -> redis.Redis:
+    return connect(f"redis://127.0.0.1:{server.port}/0")
+
+
+def config(member: str, **kw: object) -> GroupConfig:
+    options: dict[str, object] = {"partitions": P, "lease_ttl_ms": TTL_MS, "claim_idle_s": 2.0}
+    options.update(kw)
+    return GroupConfig(member=member, **options)  # type: ignore[arg-type]
+
+
+# --- routing (pure) -------------------------------------------------------------------------
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(1, 64))
+def test_a_message_routes_to_the_partition_of_its_key(key: str, partitions: int) -> None:
+    want = partition_of(key, partitions)
+    assert route("intake", json.dumps({"id": key, "x": 1}).encode(), partitions) == want
+    assert route("feedback", json.dumps({"warning_id": key}).encode(), partitions) == want
+    assert route("campaigns", json.dumps({"id": key}).encode(), partitions) == want
+    control = json.dumps({"campaign_id": key, "id": "other"}).encode()
+    assert route("campaigns", control, partitions) == want
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "field"),
+    [
+        ("intake", b"{not json", "(message)"),
+        ("intake", b"[1, 2]", "(message)"),
+        ("intake", b'{"warning_id": "w"}', "id"),
+        ("intake", b'{"id": 7}', "id: expected a non-empty string"),
+        ("intake", b'{"id": ""}', "id: expected a non-empty string"),
+        ("feedback", b'{"id": "w"}', "warning_id"),
+        ("campaigns", b"{}", "campaign_id or id"),
+    ],
+)
+def test_an_unroutable_message_gets_a_reason_naming_the_field(
+    kind: str, raw: bytes, field: str
+) -> None:
+    reason = route(kind, raw, 16)  # type: ignore[arg-type]
+    assert isinstance(reason, str)
+    assert reason.startswith(field)
+
+
+# --- members against a real server ----------------------------------------------------------
+
+
+async def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
+    """Poll ``check()`` (sync, may block briefly) until true, or fail naming ``what``."""
+    with trio.move_on_after(timeout):
+        while True:
+            if await trio.to_thread.run_sync(check):  # type: ignore[arg-type]
+                return
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def outbox_keys(client: redis.Redis) -> list[str]:
+    return [f[b"key"].decode() for _, f in client.xrange("wd:outbox", "-", "+")]  # type: ignore[union-attr]
+
+
+def first_notices(client: redis.Redis) -> set[str]:
+    """Warning ids whose first officer notice is in the outbox."""
+    return {k.split("/")[0] for k in outbox_keys(client) if k.endswith("/o0/1")}
+
+
+async def test_two_members_split_the_partitions_and_route_every_warning(
+    server: RedisServer,
+) -> None:
+    reg = elderly_county(40)
+    client = binary(server)
+    stops = [trio.Event(), trio.Event()]
+    members = [GroupMember(config(f"m{i}"), binary(server), reg, RULES) for i in range(2)]
+    async with trio.open_nursery() as n:
+        for m, stop in zip(members, stops, strict=True):
+            await n.start(m.run, stop)
+        await wait_for(
+            lambda: sorted(len(m.owned) for m in members) == [P // 2, P // 2], "an even spread"
+        )
+        for i in range(40):
+            client.xadd("wd:intake", {"raw": warning_json(i)})
+        ids = {f"w-{i}" for i in range(40)}
+        await wait_for(lambda: first_notices(client) >= ids, "every first notice")
+        # Feedback is routed to the owner of its warning's partition, whoever that is.
+        for i in range(0, 40, 2):
+            ack = {"type": "ack", "warning_id": f"w-{i}", "officer": "P01"}
+            client.xadd("wd:feedback", {"raw": json.dumps(ack).encode()})
+
+        def acked() -> bool:
+            states = {}
+            for p in range(P):
+                states.update(partition_state(client, Keys(), p, RULES).states)
+            return all(states[f"w-{i}"].acked_by == "P01" for i in range(0, 40, 2))
+
+        await wait_for(acked, "every ack applied by the warning's owner")
+        status = await read_status(client, Keys(), P)
+        owned = status.owned_by()
+        assert sorted(owned) == ["m0", "m1"]
+        assert sorted(p for ps in owned.values() for p in ps) == list(range(P))
+        assert status.routers["intake"].pending == 0
+        for s in stops:
+            s.set()
+    # Both left cleanly: every lease released, every partition's pending list empty.
+    status = await read_status(client, Keys(), P)
+    assert all(p.lease.owner is None for p in status.partitions)
+    assert all(p.intake.pending == 0 and p.feedback.pending == 0 for p in status.partitions)
+    for p in range(P):
+        for wid in partition_state(client, Keys(), p, RULES).states:
+            assert partition_of(wid, P) == p
+
+
+async def test_a_member_leaving_hands_its_partitions_over_and_deadlines_still_fire(
+    server: RedisServer,
+) -> None:
+    reg = elderly_county(10)
+    client = binary(server)
+    stop_a, stop_b = trio.Event(), trio.Event()
+    a = GroupMember(config("a"), binary(server), reg, RULES)
+    b = GroupMember(config("b"), binary(server), reg, RULES)
+    async with trio.open_nursery() as n:
+        await n.start(a.run, stop_a)
+        await wait_for(lambda: len(a.owned) == P, "a owns everything alone")
+        for i in range(10):
+            client.xadd("wd:intake", {"raw": warning_json(i)})
+        await wait_for(lambda: len(first_notices(client)) == 10, "first notices")
+        await n.start(b.run, stop_b)
+        await wait_for(lambda: len(a.owned) == len(b.owned) == P // 2, "b takes its share")
+        stop_a.set()
+        await wait_for(lambda: len(b.owned) == P, "b takes a's partitions")
+        for p in range(P):
+            state = partition_state(client, Keys(), p, RULES)
+            assert all(partition_of(w, P) == p for w in state.states)
+        total = sum(len(partition_state(client, Keys(), p, RULES).states) for p in range(P))
+        assert total == 10
+        stop_b.set()
+
+
+async def test_a_member_cut_off_from_redis_stops_its_partitions_before_the_lease_lapses(
+    server: RedisServer,
+) -> None:
+    """A member whose rounds fail (cut off from Redis, as a network partition would) stops
+    each partition by the watchdog before its lease can lapse; the other member takes every
+    partition over with a higher token and serves every warning."""
+    reg = elderly_county(10)
+    client = binary(server)
+    stop_a, stop_b = trio.Event(), trio.Event()
+    a = GroupMember(config("a"), binary(server), reg, RULES)
+    b = GroupMember(config("b"), binary(server), reg, RULES)
+    async with trio.open_nursery() as n:
+        await n.start(a.run, stop_a)
+        await wait_for(lambda: len(a.owned) == P, "a owns everything")
+        tokens = {o.partition: o.token for o in a.owned_info()}
+
+        async def cut_off() -> None:
+            raise redis.ConnectionError("cut off (test)")
+
+        a._round = cut_off  # type: ignore[method-assign]
+        await wait_for(lambda: not a.owned, "the watchdog stops a's partitions", TTL_MS / 1000 * 2)
+        await n.start(b.run, stop_b)
+        await wait_for(lambda: len(b.owned) == P, "b takes every partition over")
+        for o in b.owned_info():
+            assert o.token > tokens[o.partition]
+        for i in range(10):
+            client.xadd("wd:intake", {"raw": warning_json(i)})
+        await wait_for(lambda: len(first_notices(client)) == 10, "b serves every warning")
+        assert a.lost == P
+        stop_a.set()
+        stop_b.set()
