@@ -40,7 +40,7 @@ from engine.journal.reader import read_journal
 from engine.machine import WarningState
 from engine.model import describe_target
 from engine.registry.registry import Registry
-from engine.rules.escalation import load_escalation
+from engine.rules.escalation import EscalationRules, load_escalation
 from engine.service import ServiceStats
 from engine.transport import (
     JsonLinesDeadLetters,
@@ -77,6 +77,22 @@ def _parse_redis(url: str) -> tuple[str, int, int]:
         return parts.hostname or "127.0.0.1", parts.port or 6379, db
     except ValueError:
         raise click.BadParameter("expected redis://HOST:PORT/DB with a numeric DB") from None
+
+
+rules_option = click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Escalation rules (TOML) [the shipped rules/escalation.toml]. status must be given "
+    "the same file as serve.",
+)
+
+
+def _rules(path: Path | None) -> EscalationRules:
+    try:
+        return load_escalation(path)
+    except WarnDispatchError as exc:
+        fail(str(exc))
 
 
 journal_option = click.option(
@@ -128,6 +144,7 @@ journal_option = click.option(
     help="Write this run's statistics (JSON, as in sim-report/summary.json) at shutdown.",
 )
 @group_options
+@rules_option
 def serve(
     county: Path | None,
     residents: int | None,
@@ -147,6 +164,7 @@ def serve(
     lease_ttl: str,
     wait_replicas: int,
     wait_timeout: str,
+    rules_file: Path | None,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
 
@@ -178,7 +196,7 @@ def serve(
             raise click.BadParameter(str(exc)) from None
         try:
             reg = open_county(county, residents, seed, out=Console(stderr=True))
-            trio.run(_serve_group, reg, redis_url, config, stats_out)
+            trio.run(_serve_group, reg, _rules(rules_file), redis_url, config, stats_out)
         except WarnDispatchError as exc:
             fail(str(exc))
         return
@@ -201,6 +219,7 @@ def serve(
             consumer,
             campaigns_file,
             stats_out,
+            _rules(rules_file),
         )
     except WarnDispatchError as exc:
         fail(str(exc))
@@ -217,10 +236,13 @@ async def _serve(
     consumer: str | None,
     campaigns_file: Path | None,
     stats_out: Path | None,
+    rules: EscalationRules,
 ) -> None:
     log = logging.getLogger("engine.serve")
     t0 = time.monotonic()
-    config = AppConfig(registry=reg, journal=path, fsync=policy, snapshot_every=snapshot_every)
+    config = AppConfig(
+        registry=reg, rules=rules, journal=path, fsync=policy, snapshot_every=snapshot_every
+    )
     async with open_app(config) as app:
         eng = app.engine
         log.info(
@@ -265,12 +287,12 @@ async def _serve(
 
 
 async def _serve_group(
-    reg: Registry, url: str, config: GroupConfig, stats_out: Path | None
+    reg: Registry, rules: EscalationRules, url: str, config: GroupConfig, stats_out: Path | None
 ) -> None:
     """One member of a group: until SIGINT/SIGTERM, then hand every partition back."""
     log = logging.getLogger("engine.serve")
     client = open_group_client(url)
-    member = GroupMember(config, client, reg, load_escalation())
+    member = GroupMember(config, client, reg, rules)
     stop = trio.Event()
     t0 = time.monotonic()
     try:
@@ -322,6 +344,7 @@ async def _serve_json_lines(
 @click.command()
 @click.argument("warning_id")
 @journal_option
+@rules_option
 @redis_url_option
 @click.option("--group", default="wd", show_default=True, help="With --redis: the group's name.")
 @click.option(
@@ -332,22 +355,29 @@ async def _serve_json_lines(
     help="With --redis: the group's partition count.",
 )
 def status(
-    warning_id: str, journal_dir: Path | None, redis_url: str | None, group: str, partitions: int
+    warning_id: str,
+    journal_dir: Path | None,
+    rules_file: Path | None,
+    redis_url: str | None,
+    group: str,
+    partitions: int,
 ) -> None:
     """Print a warning's state and timeline from the journal (read-only; safe beside serve).
 
     With --redis, from the journal in Redis of the group partition that holds the warning."""
     if redis_url is not None:
-        state = _state_in_group(warning_id, redis_url, group, partitions)
+        state = _state_in_group(warning_id, _rules(rules_file), redis_url, group, partitions)
     else:
-        state = _state_on_disk(warning_id, journal_dir or cache_dir() / "journal")
+        state = _state_on_disk(
+            warning_id, _rules(rules_file), journal_dir or cache_dir() / "journal"
+        )
     _print_state(state)
 
 
-def _state_on_disk(warning_id: str, path: Path) -> WarningState:
+def _state_on_disk(warning_id: str, rules: EscalationRules, path: Path) -> WarningState:
     try:
         image = read_journal(path, decode_record, decode_snapshot)
-        rebuilt = rebuild(image.snapshot_payload, image.records, load_escalation())
+        rebuilt = rebuild(image.snapshot_payload, image.records, rules)
         if image.damaged is not None:
             click.echo(
                 f"warning: journal damaged at {image.damaged}; shown as of the record before "
@@ -362,11 +392,13 @@ def _state_on_disk(warning_id: str, path: Path) -> WarningState:
     return state
 
 
-def _state_in_group(warning_id: str, url: str, group: str, partitions: int) -> WarningState:
+def _state_in_group(
+    warning_id: str, rules: EscalationRules, url: str, group: str, partitions: int
+) -> WarningState:
     client = open_group_client(url)
     p = partition_of(warning_id, partitions)
     try:
-        rebuilt = partition_state(client, Keys(group), p, load_escalation())
+        rebuilt = partition_state(client, Keys(group), p, rules)
     except (WarnDispatchError, redis.RedisError, OSError) as exc:
         fail(f"partition {p} of group {group}: {exc}")
     finally:
