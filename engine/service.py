@@ -30,7 +30,15 @@ import msgspec
 import trio
 
 from engine.campaigns import Campaign, CampaignError, CampaignService
-from engine.campaigns.campaign import DuplicateCampaign, decode_campaign
+from engine.campaigns.campaign import (
+    CampaignControl,
+    ConfirmTask,
+    DuplicateCampaign,
+    UnknownTask,
+    decode_campaign,
+    decode_control,
+    is_control,
+)
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -307,6 +315,15 @@ async def run_campaigns(
                     await source.dead_letter(d, TOO_LONG)
                     stats.dead_letters += 1
                     continue
+                if is_control(d.raw):
+                    try:
+                        _control(campaigns, decode_control(d.raw))
+                    except CampaignError as exc:
+                        await source.dead_letter(d, str(exc))
+                        stats.dead_letters += 1
+                    else:
+                        ok.append(d.id)
+                    continue
                 try:
                     campaign = decode_campaign(d.raw)
                     if engine.campaign_records.used(campaign.id):
@@ -331,6 +348,19 @@ async def run_campaigns(
                 await engine.durable()
                 await source.ack(ok)
                 stats.campaigns += len(ok)
+
+
+def _control(campaigns: CampaignService, control: CampaignControl) -> None:
+    """Confirm a task or cancel a campaign (a cancel is journaled through ``on_ended``; a
+    confirmation is not: after a restart a re-issued routine task waits for it again)."""
+    if isinstance(control, ConfirmTask):
+        if not control.task_id.startswith(control.campaign_id + "/"):
+            raise UnknownTask(
+                f"task_id: {control.task_id!r} is not a task of {control.campaign_id}"
+            )
+        campaigns.confirm(control.task_id, control.officer)
+    else:
+        campaigns.cancel(control.campaign_id)
 
 
 async def reissue_campaigns(engine: Engine, campaigns: CampaignFeed) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -205,3 +206,76 @@ async def test_a_member_cut_off_from_redis_stops_its_partitions_before_the_lease
         assert a.lost == P
         stop_a.set()
         stop_b.set()
+
+
+def test_campaign_control_is_decoded_strictly() -> None:
+    from engine.campaigns.campaign import (
+        CancelCampaign,
+        ConfirmTask,
+        InvalidCampaign,
+        decode_control,
+        is_control,
+    )
+
+    confirm = b'{"control": "confirm", "campaign_id": "c1", "task_id": "c1/P01", "officer": "P01"}'
+    assert is_control(confirm)
+    assert decode_control(confirm) == ConfirmTask(campaign_id="c1", task_id="c1/P01", officer="P01")
+    assert decode_control(b'{"control": "cancel", "campaign_id": "c1"}') == CancelCampaign(
+        campaign_id="c1"
+    )
+    with pytest.raises(InvalidCampaign, match="control"):
+        decode_control(b'{"control": "pause", "campaign_id": "c1"}')
+    with pytest.raises(InvalidCampaign, match="officer"):
+        decode_control(b'{"control": "confirm", "campaign_id": "c1", "task_id": "c1/P01"}')
+
+
+async def test_campaigns_and_their_control_reach_the_campaigns_owner(server: RedisServer) -> None:
+    """A routine campaign waits for its officer's click; the click (and a cancel) sent to the
+    one campaigns stream reach whichever member owns the campaign's partition."""
+    reg = elderly_county(6)
+    client = binary(server)
+    stops = [trio.Event(), trio.Event()]
+    noon = datetime.now(UTC).replace(hour=4)  # 12:00 UTC+8: outside quiet hours, any day
+    members = [
+        GroupMember(
+            config(f"m{i}"), binary(server), reg, RULES, campaign_wall_clock=lambda _t: noon
+        )
+        for i in range(2)
+    ]
+    base = {"title": "t", "text": "x", "audience": "elderly", "issuer": "county"}
+
+    def outbox_actions() -> list[dict[str, object]]:
+        return [json.loads(f[b"action"]) for _, f in client.xrange("wd:outbox", "-", "+")]  # type: ignore[union-attr]
+
+    async with trio.open_nursery() as n:
+        for m, stop in zip(members, stops, strict=True):
+            await n.start(m.run, stop)
+        await wait_for(lambda: sorted(len(m.owned) for m in members) == [4, 4], "a spread")
+        for cid in ("c-a", "c-b"):
+            raw = json.dumps({**base, "id": cid, "priority": "routine"}).encode()
+            client.xadd("wd:campaigns", {"raw": raw})
+
+        def prompts() -> set[str]:
+            return {
+                str(a["campaign_id"])
+                for a in outbox_actions()
+                if a.get("type") == "campaign_confirm"
+            }
+
+        await wait_for(lambda: prompts() == {"c-a", "c-b"}, "both confirm prompts")
+        task = next(str(a["task_id"]) for a in outbox_actions() if a.get("campaign_id") == "c-a")
+        confirm = {"control": "confirm", "campaign_id": "c-a", "task_id": task, "officer": "P01"}
+        client.xadd("wd:campaigns", {"raw": json.dumps(confirm).encode()})
+        cancel = {"control": "cancel", "campaign_id": "c-b"}
+        client.xadd("wd:campaigns", {"raw": json.dumps(cancel).encode()})
+
+        def sent(cid: str, kind: str) -> bool:
+            return any(
+                a.get("campaign_id") == cid and a.get("type") == kind for a in outbox_actions()
+            )
+
+        await wait_for(lambda: sent("c-a", "campaign_chat"), "c-a sent after the click")
+        await wait_for(lambda: sent("c-b", "campaign_closed"), "c-b's prompt withdrawn")
+        assert not sent("c-b", "campaign_chat")
+        for s in stops:
+            s.set()

@@ -394,8 +394,14 @@ async def test_accepted_campaigns_survive_restarts_until_they_end(tmp_path: Path
                     await trio.sleep(0.01)
             for cid in pending_at_start:  # issued again on start: known to the new service
                 assert service.progress(cid).state in ("scheduled", "running")
-            if then == "cancel":
-                service.cancel("c-routine")
+            if then == "cancel":  # control on the campaigns stream, as an admin sends it
+                await send_c.send(b'{"control": "cancel", "campaign_id": "c-nope"}')
+                await send_c.send(b'{"control": "cancel", "campaign_id": "c-routine"}')
+                with trio.fail_after(5):
+                    while service.progress("c-routine").state != "cancelled":
+                        await trio.sleep(0.01)
+                    while stats.dead_letters < 1:
+                        await trio.sleep(0.01)
             stop.set()
         return pending_at_start
 

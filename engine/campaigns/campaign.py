@@ -313,3 +313,54 @@ def decode_campaign(data: bytes | str) -> Campaign:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         field, what = explain_message(exc, {"priority": get_args(Priority)})
         raise InvalidCampaign(field, what) from exc
+
+
+# --- campaign control (on the campaigns stream, beside campaigns) ----------------------------
+
+
+class ConfirmTask(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="control",
+    tag="confirm",
+):
+    """An officer's one click, sent through the campaigns stream: send this routine task.
+    ``campaign_id`` routes it to the campaign's owner in a group of engines."""
+
+    campaign_id: CampaignId
+    task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    officer: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class CancelCampaign(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="control",
+    tag="cancel",
+):
+    """Stop a campaign: unsent residents are dropped, confirm prompts withdrawn."""
+
+    campaign_id: CampaignId
+
+
+CampaignControl = ConfirmTask | CancelCampaign
+
+_control_decoder = msgspec.json.Decoder(CampaignControl)
+
+
+def is_control(data: bytes) -> bool:
+    """Whether a message on the campaigns stream is control rather than a campaign (cheap)."""
+    return b'"control"' in data
+
+
+def decode_control(data: bytes | str) -> CampaignControl:
+    """JSON -> :data:`CampaignControl`, or :class:`InvalidCampaign` naming the field."""
+    try:
+        return _control_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        field, what = explain_message(exc, {"control": ("confirm", "cancel")})
+        raise InvalidCampaign(field, what) from exc

@@ -33,7 +33,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -161,6 +164,7 @@ class GroupMember:
         *,
         outbox: OutboxSink | None = None,
         engine_options: dict[str, Any] | None = None,
+        campaign_wall_clock: Callable[[float], datetime] | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -171,9 +175,10 @@ class GroupMember:
         self.outbox = outbox or RedisOutbox(self.streams, self.keys.stream("outbox"))
         self.dead = RedisDeadLetters(self.streams, self.keys.stream("dead"), 1_000_000)
         self.leases = AsyncLeases.over(client, self.keys)
-        self.stats = Stats.from_registry(registry)
+        self.stats = Stats.from_registry(registry, start=time.time())
         self.window_tags = RecentTags(registry)
         self.engine_options = engine_options or {}
+        self.campaign_wall_clock = campaign_wall_clock
         self.router_stats: dict[Kind, RouterStats] = {
             k: RouterStats() for k in ("intake", "feedback", "campaigns")
         }
@@ -367,6 +372,7 @@ class GroupMember:
                         stats=self.stats,
                         window_tags=self.window_tags,
                         engine_options=self.engine_options,
+                        campaign_wall_clock=self.campaign_wall_clock,
                     )
                     async with open_app(app_config) as app:
                         intake, fb, camp = await self._sources(p)
