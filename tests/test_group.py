@@ -279,3 +279,30 @@ async def test_campaigns_and_their_control_reach_the_campaigns_owner(server: Red
         assert not sent("c-b", "campaign_chat")
         for s in stops:
             s.set()
+
+
+async def test_a_member_restarted_under_its_name_takes_its_partitions_back_at_once(
+    server: RedisServer,
+) -> None:
+    """Its leases still name it: it takes them back with new tokens in its first round,
+    not a lease TTL later (the TTL here is long enough to tell the two apart)."""
+    reg = elderly_county(4)
+    client = binary(server)
+    cfg = config("a", lease_ttl_ms=8000)
+    first = GroupMember(cfg, binary(server), reg, RULES)
+    with trio.CancelScope() as crash:
+        async with trio.open_nursery() as n:
+            await n.start(first.run, trio.Event())
+            await wait_for(lambda: len(first.owned) == P, "a owns everything")
+            tokens = {o.partition: o.token for o in first.owned_info()}
+            crash.cancel()  # no hand-back: the leases stay, as after a SIGKILL
+    assert all(i.owner == "a" for i in (await read_status(client, Keys(), P)).partitions_leases())
+    again = GroupMember(cfg, binary(server), reg, RULES)
+    stop = trio.Event()
+    async with trio.open_nursery() as n:
+        began = trio.current_time()
+        await n.start(again.run, stop)
+        await wait_for(lambda: len(again.owned) == P, "a takes its partitions back")
+        assert trio.current_time() - began < 3.0
+        assert all(o.token > tokens[o.partition] for o in again.owned_info())
+        stop.set()

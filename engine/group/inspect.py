@@ -91,6 +91,9 @@ class GroupStatus:
     partitions: list[PartitionStatus]
     routers: dict[str, StreamLag]
 
+    def partitions_leases(self) -> list[LeaseInfo]:
+        return [p.lease for p in self.partitions]
+
     def owned_by(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {m.name: [] for m in self.members}
         for p in self.partitions:

@@ -265,7 +265,14 @@ class GroupMember:
             extra = self.owned.get(p)
             if extra is not None:
                 await self._hand_back(extra)
-        for p in acquire:
+        # Leases in our name that we do not run: an earlier incarnation of this member (same
+        # name, restarted) held them. Take them back at once rather than wait for them to lapse.
+        orphans = [
+            p
+            for p, who in owners.items()
+            if who == cfg.member and p not in self.owned and p not in release
+        ]
+        for p in sorted(set(acquire) | set(orphans)):
             await self._take(p)
 
     def _watchdog(self) -> None:
