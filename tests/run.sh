@@ -4,7 +4,8 @@
 # date it runs turns red the day it is written, not the day its dates run out.
 #
 # Debian packages installed here if missing: redis-server (tests start their own server on a free
-# 127.0.0.1 port, so nothing is left running) and faketime.
+# 127.0.0.1 port, so nothing is left running), redis-sentinel (tests/test_topology.py starts
+# Sentinels the same way; without it they run as `redis-server --sentinel`) and faketime.
 #
 #   bash tests/run.sh                      lint, the suite, the suite again 400 days ahead
 #   bash tests/run.sh tests/test_machine.py -x   the same, for some tests (args go to pytest)
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "tests/run.sh: installing Debian packages: ${missing[*]}" >&2

@@ -25,6 +25,11 @@ journal instance (token, nonce, sequence) and the script skips a batch whose mar
 the last one committed, because a duplicated record would replay differently from the live run.
 Any other failure of a write is ambiguous (the batch may or may not have landed), so it fails
 the journal like a failed fsync fails the disk journal: restart, and reopen from Redis.
+
+On a Redis Cluster every key of a partition shares one hash tag, so one slot and one node: the
+journal talks to that node's own client (found once, at open), which is also what lets the
+writer pin one connection for ``WAIT``. If the slot moves later, writes fail with ``MOVED`` and
+the journal fails like any other write failure; reopening finds the new node.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from dataclasses import dataclass, replace
 
 import redis
 import trio
+from redis.cluster import RedisCluster
 
-from engine.group.client import check_binary, run_sync
+from engine.group.client import AnyClient, check_binary, run_sync
 from engine.group.lease import holder
 from engine.group.partitions import Keys
 from engine.journal import FsyncPolicy, JournalError, JournalFailedError
@@ -223,7 +229,7 @@ class RedisJournal:
     @asynccontextmanager
     async def open(
         cls,
-        client: redis.Redis,
+        client: AnyClient,
         partition: int,
         owner: str,
         token: int,
@@ -239,7 +245,8 @@ class RedisJournal:
         and yield the journal with its writer running.
 
         ``client`` must not decode replies (see :func:`engine.group.client.connect`); the
-        writer takes one connection of its pool for itself, for ``WAIT``'s sake. ``policy``
+        writer takes one connection of its pool for itself, for ``WAIT``'s sake (on a
+        ``RedisCluster``, of the pool of the node that holds the partition's slot). ``policy``
         is ``always`` by default (``sync`` waits for Redis); ``interval`` spaces batches at
         least ``interval_ms`` apart (bigger batches); ``none`` lets the engine acknowledge
         intake without waiting for Redis. ``WAIT`` blocks the writer's connection: keep
@@ -254,13 +261,14 @@ class RedisJournal:
         if max_batch_records < 1 or max_batch_bytes < 1:
             raise ValueError("batches must allow at least one record")
         keys = keys if keys is not None else Keys()
+        node = await run_sync(_partition_client, client, keys.journal(partition))
         payload, last_id, records = await run_sync(
-            _load, client, keys, partition, holder(owner, token)
+            _load, node, keys, partition, holder(owner, token)
         )
-        writer = await run_sync(_single_connection, client)
+        writer = await run_sync(_single_connection, node)
         try:
             journal = cls(
-                client,
+                node,
                 writer,
                 keys=keys,
                 partition=partition,
@@ -501,6 +509,14 @@ class RedisJournal:
     def _notify(self) -> None:
         progress, self._progress = self._progress, trio.Event()
         progress.set()
+
+
+def _partition_client(client: AnyClient, key: str) -> redis.Redis:
+    """The ``redis.Redis`` that serves ``key``: ``client`` itself, or on a ``RedisCluster``
+    the client of the node holding the key's slot (a partition's keys share that slot)."""
+    if isinstance(client, RedisCluster):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
 
 
 def _single_connection(client: redis.Redis) -> redis.Redis:

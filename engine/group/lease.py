@@ -38,9 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import redis
-
-from engine.group.client import run_sync
+from engine.group.client import AnyClient, run_sync
 from engine.group.partitions import Keys
 
 __all__ = ["DEFAULT_TTL_MS", "AsyncLeases", "LeaseInfo", "Leases", "holder"]
@@ -110,9 +108,13 @@ class LeaseInfo:
 
 
 class Leases:
-    """Blocking lease operations over a redis-py client (thread-safe, as the client is)."""
+    """Blocking lease operations over a redis-py client (thread-safe, as the client is).
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    A ``RedisCluster`` works as well: each script's keys share the partition's hash tag, so
+    redis-py routes the call by its first key, and ``read_many``'s pipeline (no transaction)
+    is split per node."""
+
+    def __init__(self, client: AnyClient, keys: Keys | None = None) -> None:
         self.client = client
         self.keys = keys if keys is not None else Keys()
         self._acquire = client.register_script(ACQUIRE)
@@ -175,7 +177,7 @@ class AsyncLeases:
         self.sync = leases
 
     @classmethod
-    def over(cls, client: redis.Redis, keys: Keys | None = None) -> AsyncLeases:
+    def over(cls, client: AnyClient, keys: Keys | None = None) -> AsyncLeases:
         """Async leases over ``client`` (make it with :func:`engine.group.client.connect`)."""
         return cls(Leases(client, keys))
 

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -82,6 +82,13 @@ class RedisServer:
 
     ``config`` adds or overrides redis.conf settings (``{"appendonly": "yes"}``); a value may be
     a list of strings for directives that repeat. ``startup_timeout`` bounds the wait for PING.
+
+    Hooks for other server roles (:mod:`engine.testing.topology`): ``binary`` runs another
+    executable (``redis-sentinel``), ``args`` follow the config path on its command line
+    (``--sentinel``), ``directives`` are written after ``config`` with each word quoted on its
+    own (``("sentinel", "monitor", "wd", "127.0.0.1", "6379", "2")``, which one quoted value
+    cannot express), and each of ``port_settings`` (``cluster-port``) gets a fresh free port
+    at every start attempt, as ``port`` does.
     """
 
     def __init__(
@@ -90,9 +97,14 @@ class RedisServer:
         *,
         startup_timeout: float = 10.0,
         port_attempts: int = 5,
+        binary: str | None = None,
+        args: Sequence[str] = (),
+        directives: Sequence[Sequence[str]] = (),
+        port_settings: Sequence[str] = (),
     ) -> None:
         extra = dict(config or {})
-        bad = sorted(k for k in extra if k.lower() in _RESERVED)
+        named = [*extra, *(d[0] for d in directives if d), *port_settings]
+        bad = sorted(k for k in named if k.lower() in _RESERVED)
         if bad:
             raise ValueError(f"RedisServer manages these settings itself: {', '.join(bad)}")
         self.config: dict[str, str | list[str]] = {
@@ -101,8 +113,16 @@ class RedisServer:
             "protected-mode": "yes",
             **extra,
         }
+        if any(not d for d in directives):
+            raise ValueError("a directive needs at least its name")
         self.startup_timeout = startup_timeout
         self.port_attempts = port_attempts
+        self.binary = binary
+        self.args = tuple(args)
+        self.directives = tuple(tuple(d) for d in directives)
+        self.port_settings = tuple(port_settings)
+        self.ports: dict[str, int] = {}
+        """The port each of ``port_settings`` got at the last start attempt."""
         self.port = 0
         self.dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -139,7 +159,7 @@ class RedisServer:
         """Start the server and wait until it answers PING; retries if the port was taken."""
         if self.process is not None:
             raise RedisServerError("this RedisServer was already started")
-        binary = find_redis_server()
+        binary = self.binary or find_redis_server()
         self.dir = Path(tempfile.mkdtemp(prefix="warn-dispatch-redis-"))
         last_error: RedisServerError | None = None
         try:
@@ -210,11 +230,14 @@ class RedisServer:
             "daemonize": "no",
             "logfile": str(self.dir / "redis.log"),
             **self.config,
+            **{name: str(port) for name, port in self.ports.items()},
         }
         lines: list[str] = []
         for key, value in settings.items():
             for v in [value] if isinstance(value, str) else value:
                 lines.append(f"{key} {_quote(v)}")
+        for name, *words in self.directives:
+            lines.append(" ".join([name, *(_quote(w) for w in words)]))
         path = self.dir / "redis.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -222,12 +245,18 @@ class RedisServer:
     def _start_once(self, binary: str) -> None:
         assert self.dir is not None
         self.port = free_port()
+        self.ports = {}
+        for name in self.port_settings:
+            port = free_port()
+            while port == self.port or port in self.ports.values():
+                port = free_port()
+            self.ports[name] = port
         conf = self._write_config()
         with open(self.dir / "redis.log", "wb"):
             pass  # truncate the log of a previous (port-clash) attempt
         with open(self.dir / "stdout.log", "wb") as out:
             self.process = subprocess.Popen(
-                [binary, str(conf)],
+                [binary, str(conf), *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
