@@ -306,3 +306,50 @@ async def test_a_member_restarted_under_its_name_takes_its_partitions_back_at_on
         assert trio.current_time() - began < 3.0
         assert all(o.token > tokens[o.partition] for o in again.owned_info())
         stop.set()
+
+
+async def test_registry_changes_reach_every_member_and_a_bad_one_is_dead_lettered(
+    server: RedisServer,
+) -> None:
+    """Each member holds its own registry: a change on wd:registry reaches both, a member that
+    starts later catches up before it takes partitions, and a bad change is dead-lettered with
+    its reason while the good ones after it still apply."""
+    client = binary(server)
+    regs = [elderly_county(2), elderly_county(2), elderly_county(2)]
+    before = regs[0].count("elderly")
+    added = {
+        "type": "resident_added",
+        "ext_id": "NEW-1",
+        "name": "丙",
+        "phone": "13800000001",
+        "address": "x",
+        "grid": "01-11",
+        "officer": "P01",
+        "tags": ["elderly"],
+    }
+    client.xadd("wd:registry", {"raw": json.dumps(added).encode()})
+    bad = {"type": "tag_changed", "ext_id": "NOBODY", "tag": "elderly", "on": True}
+    client.xadd("wd:registry", {"raw": json.dumps(bad).encode()})
+    members = [GroupMember(config(f"m{i}"), binary(server), regs[i], RULES) for i in range(2)]
+    stops = [trio.Event(), trio.Event()]
+    async with trio.open_nursery() as n:
+        for m, stop in zip(members, stops, strict=True):
+            await n.start(m.run, stop)  # started: the registry has caught up
+        assert [r.count("elderly") for r in regs[:2]] == [before + 1, before + 1]
+        cleared = {"type": "tag_changed", "ext_id": "R0", "tag": "elderly", "on": False}
+        client.xadd("wd:registry", {"raw": json.dumps(cleared).encode()})
+        await wait_for(
+            lambda: [r.count("elderly") for r in regs[:2]] == [before, before], "the change"
+        )
+        late = GroupMember(config("m2"), binary(server), regs[2], RULES)
+        stop_late = trio.Event()
+        await n.start(late.run, stop_late)
+        assert regs[2].count("elderly") == before
+        assert regs[2].has_tag(regs[2].lookup("NEW-1"), "elderly")
+        for s in (*stops, stop_late):
+            s.set()
+    dead = [f for _, f in client.xrange("wd:dead", "-", "+")]  # type: ignore[union-attr]
+    reasons = [f[b"reason"].decode() for f in dead if f[b"stream"] == b"wd:registry"]
+    assert len(reasons) == 3  # each member that saw it says so
+    assert all("NOBODY" in r for r in reasons)
+    assert all(m.registry_follower.refused == 1 for m in (*members, late))

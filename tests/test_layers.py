@@ -23,7 +23,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.scheduler", "engine.window_tags"),
     ("engine.service",),
     ("engine.app",),
-    ("engine.group.router", "engine.group.member", "engine.group.inspect"),
+    (
+        "engine.group.router",
+        "engine.group.member",
+        "engine.group.inspect",
+        "engine.group.registry_feed",
+    ),
     ("engine.cli", "engine"),
 ]
 """Lowest first. A module may import modules of lower layers, and of its own package."""

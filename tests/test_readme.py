@@ -11,10 +11,11 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from engine.campaigns.campaign import decode_campaign
+from engine.campaigns.campaign import decode_campaign, decode_control
 from engine.cli import MESSAGES, main
 from engine.machine import validate_warning
 from engine.model import Action, InvalidWarning, Responders, decode_feedback, decode_warning
+from engine.registry.changes import decode_change
 from engine.rules.escalation import load_escalation
 from engine.scheduler import Engine
 from engine.testing.directory import StaticDirectory
@@ -32,10 +33,14 @@ def examples() -> list[str]:
 
 def test_there_are_examples_of_every_kind() -> None:
     kinds = {kind_of(json.loads(line)) for line in examples()}
-    assert kinds == {"warning", "feedback", "action", "campaign"}
+    assert kinds == {"warning", "feedback", "action", "campaign", "control", "registry"}
 
 
 def kind_of(obj: dict[str, object]) -> str:
+    if "control" in obj:
+        return "control"
+    if "ext_id" in obj:
+        return "registry"
     if "audience" in obj:
         return "campaign"
     if obj.get("type") in FEEDBACK_TYPES:
@@ -54,6 +59,10 @@ def test_example_decodes(line: str) -> None:
         decode_feedback(line)
     elif kind == "action":
         msgspec.json.decode(line, type=Action)
+    elif kind == "control":
+        decode_control(line)
+    elif kind == "registry":
+        decode_change(line)
     else:
         decode_campaign(line)
 

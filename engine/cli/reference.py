@@ -20,6 +20,8 @@ MESSAGES: dict[str, str] = {
     "action": "engine.model:Action",
     "campaign": "engine.campaigns.campaign:Campaign",
     "campaign-action": "engine.campaigns.campaign:CampaignAction",
+    "campaign-control": "engine.campaigns.campaign:CampaignControl",
+    "registry-change": "engine.registry.changes:RegistryChange",
 }
 
 

@@ -30,11 +30,12 @@ What the timing bounds is how late a deadline can fire after a member dies: at m
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,7 @@ from engine.group.client import run_sync
 from engine.group.journal import RedisJournal
 from engine.group.lease import AsyncLeases
 from engine.group.partitions import Keys, plan_assignment
+from engine.group.registry_feed import RegistryFollower
 from engine.group.router import ROUTER_GROUP, Kind, RouterStats, run_router
 from engine.journal import FsyncPolicy, JournalError
 from engine.registry.registry import Registry
@@ -179,6 +181,9 @@ class GroupMember:
         self.window_tags = RecentTags(registry)
         self.engine_options = engine_options or {}
         self.campaign_wall_clock = campaign_wall_clock
+        self.registry_follower = RegistryFollower(
+            client, self.keys.stream("registry"), registry, self.dead, config.member
+        )
         self.router_stats: dict[Kind, RouterStats] = {
             k: RouterStats() for k in ("intake", "feedback", "campaigns")
         }
@@ -219,9 +224,16 @@ class GroupMember:
         limiter.total_tokens = max(limiter.total_tokens, THREADS_BASE + 4 * cfg.partitions)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # The registry first: warnings for residents added since the files were written
+            # need them. Then follow it, route, and take partitions.
+            await self.registry_follower.catch_up()
+            log.info("registry: %d changes applied on start", self.registry_follower.applied)
+            nursery.start_soon(self._supervised, "registry", self.registry_follower.run)
             if cfg.routers:
                 for kind in ("intake", "feedback", "campaigns"):
-                    nursery.start_soon(self._supervise_router, kind)
+                    nursery.start_soon(
+                        self._supervised, f"router {kind}", functools.partial(self._route, kind)
+                    )
             task_status.started()
             await self._rounds(stop)
             await self._leave()
@@ -419,33 +431,36 @@ class GroupMember:
 
     # -- routers ------------------------------------------------------------------------------
 
-    async def _supervise_router(self, kind: Kind) -> None:
-        """Run the router of ``kind``; after a Redis error, start it again with a fresh
-        source (which re-reads its pending entries) after a pause."""
+    async def _route(self, kind: Kind) -> None:
         cfg, keys = self.config, self.keys
+        source = await RedisStreamSource.open(
+            self.streams,
+            keys.stream(kind),
+            keys.stream("dead"),
+            self._source_options(cfg.member, ROUTER_GROUP),
+        )
+        await run_router(
+            kind,
+            source,
+            self.client,
+            keys,
+            cfg.partitions,
+            wait_replicas=cfg.wait_replicas,
+            wait_timeout_ms=cfg.wait_timeout_ms,
+            stats=self.router_stats[kind],
+        )
+
+    async def _supervised(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` forever; after an error (Redis failing over, a connection reset) start
+        it again after a pause, so a router or the registry follower never stays down."""
         pause = 0.1
         while True:
             began = trio.current_time()
             try:
-                source = await RedisStreamSource.open(
-                    self.streams,
-                    keys.stream(kind),
-                    keys.stream("dead"),
-                    self._source_options(cfg.member, ROUTER_GROUP),
-                )
-                await run_router(
-                    kind,
-                    source,
-                    self.client,
-                    keys,
-                    cfg.partitions,
-                    wait_replicas=cfg.wait_replicas,
-                    wait_timeout_ms=cfg.wait_timeout_ms,
-                    stats=self.router_stats[kind],
-                )
-            except Exception as exc:  # a Redis error, a failover: route again shortly
+                await run()
+            except Exception as exc:
                 if trio.current_time() - began > 10:
                     pause = 0.1
-                log.warning("router %s: %s; restarting in %.1f s", kind, type(exc).__name__, pause)
+                log.warning("%s: %s; restarting in %.1f s", what, type(exc).__name__, pause)
                 await trio.sleep(pause)
                 pause = min(pause * 2, 2.0)
