@@ -353,3 +353,37 @@ async def test_registry_changes_reach_every_member_and_a_bad_one_is_dead_lettere
     assert len(reasons) == 3  # each member that saw it says so
     assert all("NOBODY" in r for r in reasons)
     assert all(m.registry_follower.refused == 1 for m in (*members, late))
+
+
+async def test_a_group_runs_on_a_redis_cluster() -> None:
+    """Three masters: every partition's keys share one slot, so the fenced scripts run on the
+    partition's node; routing writes across slots; a member leaving hands over cleanly."""
+    from engine.testing.topology import ClusterTopology
+
+    reg = elderly_county(12)
+    with ClusterTopology() as cluster:
+        client = connect(cluster.url())
+        nodes = {client.get_node_from_key(Keys().journal(p)).name for p in range(P)}
+        assert len(nodes) == 3
+        stops = [trio.Event(), trio.Event()]
+        members = [
+            GroupMember(config(f"m{i}"), connect(cluster.url()), reg, RULES) for i in range(2)
+        ]
+        async with trio.open_nursery() as n:
+            for m, stop in zip(members, stops, strict=True):
+                await n.start(m.run, stop)
+            await wait_for(lambda: sorted(len(m.owned) for m in members) == [4, 4], "a spread")
+            for i in range(12):
+                client.xadd("wd:intake", {"raw": warning_json(i)})
+            await wait_for(lambda: len(first_notices(client)) == 12, "every first notice")
+            stops[0].set()
+            await wait_for(lambda: len(members[1].owned) == P, "m1 takes everything")
+            for p in range(P):
+                for wid in partition_state(client, Keys(), p, RULES).states:
+                    assert partition_of(wid, P) == p
+            total = sum(len(partition_state(client, Keys(), p, RULES).states) for p in range(P))
+            assert total == 12
+            status = await read_status(client, Keys(), P)
+            assert all(p.lease.owner == "m1" for p in status.partitions)
+            stops[1].set()
+        client.close()
