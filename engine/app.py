@@ -53,8 +53,9 @@ class AppConfig:
     ``wall_clock`` / ``campaign_wall_clock``: injected clocks (the simulator's month; tests).
     ``stats_start``: the time statistics count from (default: the engine's ``now()`` at open).
     ``engine_options``: further :class:`Engine` options (``retain_ended_s``, capacities ...).
-    ``stats`` / ``window_tags``: share these with other apps over the same registry (the
-    partitions a group member owns each run an app; one registry has one set of window tags).
+    ``stats`` / ``window_tags`` / ``directory``: share these with other apps over the same
+    registry (the partitions a group member owns each run an app; one registry has one set of
+    window tags, and one directory compiles each neighbour audience once, not once per app).
     """
 
     registry: Registry
@@ -68,6 +69,7 @@ class AppConfig:
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     stats: Stats | None = None
     window_tags: RecentTags | None = None
+    directory: RegistryDirectory | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         reg = config.registry
         engine = await stack.enter_async_context(
             Engine.open(
-                RegistryDirectory(reg),
+                config.directory if config.directory is not None else RegistryDirectory(reg),
                 config.rules if config.rules is not None else load_escalation(),
                 journal=journal,
                 snapshot_every=config.snapshot_every,

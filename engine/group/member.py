@@ -52,6 +52,7 @@ from engine.group.registry_feed import RegistryFollower
 from engine.group.router import ROUTER_GROUP, Kind, RouterStats, run_router
 from engine.journal import FsyncPolicy, JournalError
 from engine.registry.registry import Registry
+from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules
 from engine.stats import Stats
 from engine.transport.base import OutboxSink
@@ -76,6 +77,11 @@ DEFAULT_GROUP_TTL_MS = 6000
 WATCHDOG_MARGIN = 0.2
 """Stop a partition this fraction of the TTL before its lease could have lapsed (clock-rate
 drift between us and Redis, and the time to stop)."""
+
+SLICE_MS = 1000
+"""Longest single blocking read of a partition's streams. A member blocks three readers per
+partition; at trio's usual 100 ms slices, 16 idle partitions wake ~500 times a second, and
+every wake takes the GIL from the engines. A stop waits at most one slice."""
 
 THREADS_BASE = 32
 """Worker threads beyond four per partition (routers, journal writers, renewals)."""
@@ -173,12 +179,13 @@ class GroupMember:
         self.registry = registry
         self.rules = rules
         self.keys = config.keys
-        self.streams = RedisPyClient.over(client)
+        self.streams = RedisPyClient.over(client, slice_ms=SLICE_MS)
         self.outbox = outbox or RedisOutbox(self.streams, self.keys.stream("outbox"))
         self.dead = RedisDeadLetters(self.streams, self.keys.stream("dead"), 1_000_000)
         self.leases = AsyncLeases.over(client, self.keys)
         self.stats = Stats.from_registry(registry, start=time.time())
         self.window_tags = RecentTags(registry)
+        self.directory = RegistryDirectory(registry)
         self.engine_options = engine_options or {}
         self.campaign_wall_clock = campaign_wall_clock
         self.registry_follower = RegistryFollower(
@@ -273,10 +280,11 @@ class GroupMember:
         infos = await self.leases.read_all(cfg.partitions)
         owners = {i.partition: i.owner for i in infos}
         acquire, release = plan_assignment(cfg.partitions, cfg.member, set(self.live), owners)
-        for p in release:
-            extra = self.owned.get(p)
-            if extra is not None:
-                await self._hand_back(extra)
+        extras = [self.owned[p] for p in release if p in self.owned]
+        if extras:
+            async with trio.open_nursery() as n:  # stopped side by side: each waits a read
+                for extra in extras:
+                    n.start_soon(self._hand_back, extra)
         # Leases in our name that we do not run: an earlier incarnation of this member (same
         # name, restarted) held them. Take them back at once rather than wait for them to lapse.
         orphans = [
@@ -390,6 +398,7 @@ class GroupMember:
                         snapshot_every=cfg.snapshot_every,
                         stats=self.stats,
                         window_tags=self.window_tags,
+                        directory=self.directory,
                         engine_options=self.engine_options,
                         campaign_wall_clock=self.campaign_wall_clock,
                     )
