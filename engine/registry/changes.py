@@ -209,13 +209,21 @@ def apply_change(registry: Registry, change: RegistryChange) -> None:
 
 def _add(registry: Registry, change: ResidentAdded) -> None:
     """Put: validate everything, then create, overwrite or bring back (module doc)."""
-    g, o = _grid_officer(registry, change.grid, change.officer)
+    _grid_officer(registry, change.grid, change.officer)  # validates before anything changes
     wanted = {_tag_index(registry, t) for t in change.tags}
     live, dead = _ids_of(registry, change.ext_id)
     if live is not None:
         _overwrite(registry, live, change, wanted)
     elif dead is not None:
-        _revive(registry, dead, change, g, o, wanted)
+        registry.revive_resident(
+            dead,
+            name=change.name,
+            phone=change.phone,
+            address=change.address,
+            grid=change.grid,
+            officer=change.officer,
+            tags=change.tags,
+        )
     else:
         registry.add_resident(
             change.ext_id,
@@ -242,29 +250,6 @@ def _overwrite(registry: Registry, rid: int, change: ResidentAdded, wanted: set[
     )
     for t, s in enumerate(registry.sets["tag"]):
         s.add(rid) if t in wanted else s.discard(rid)
-
-
-def _revive(
-    registry: Registry, rid: int, change: ResidentAdded, g: int, o: int, wanted: set[int]
-) -> None:
-    """Bring a removed resident back on their old dense id, so an ext_id keeps one dense id.
-
-    Mirrors :meth:`Registry.add_resident` on a reserved id (registry.py has no such method yet):
-    a removed id is in no set, its ext_id is still indexed, its other strings are wiped.
-    """
-    registry.name[rid] = change.name
-    registry.phone[rid] = normalize_phone(change.phone)
-    registry.address[rid] = change.address
-    registry._by_phone.note(rid, registry.phone.raw(rid))
-    registry.alive[rid] = True
-    registry.grid[rid] = g
-    registry.officer[rid] = o
-    registry.live.add(rid)
-    registry._place(rid, g, True)
-    if o >= 0:
-        registry.sets["officer"][o].add(rid)
-    for t in sorted(wanted):
-        registry.sets["tag"][t].add(rid)
 
 
 def _update(registry: Registry, change: ResidentUpdated) -> None:

@@ -267,10 +267,36 @@ class Registry:
         self._ensure_ids(rid + 1)
         self.n_ids = rid + 1
         self.ext_id[rid] = ext_id
+        self._by_ext.note(rid, self.ext_id.raw(rid))
+        self._occupy(rid, name, phone, address, g, o, tag_ids)
+        return rid
+
+    def revive_resident(
+        self,
+        rid: int,
+        *,
+        name: str,
+        phone: str,
+        address: str,
+        grid: str,
+        officer: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Bring a removed resident back on their old dense id (their ext_id stays theirs):
+        a registry change replayed after the removal must land on the same id everywhere."""
+        if not 0 <= rid < self.n_ids or self.alive[rid]:
+            raise RegistryError(f"resident {rid} is not a removed resident")
+        g = self.jurisdiction.find("grid", grid)
+        o = self._officer_for(officer, g)
+        self._occupy(rid, name, phone, address, g, o, [self._tag(t) for t in tags])
+
+    def _occupy(
+        self, rid: int, name: str, phone: str, address: str, g: int, o: int, tag_ids: list[int]
+    ) -> None:
+        """Fill a fresh or removed id's columns and put it in its sets."""
         self.name[rid] = name
         self.phone[rid] = normalize_phone(phone)
         self.address[rid] = address
-        self._by_ext.note(rid, self.ext_id.raw(rid))
         self._by_phone.note(rid, self.phone.raw(rid))
         self.alive[rid] = True
         self.grid[rid] = g
@@ -281,7 +307,6 @@ class Registry:
             self.sets["officer"][o].add(rid)
         for t in tag_ids:
             self.sets["tag"][t].add(rid)
-        return rid
 
     def update_resident(
         self,

@@ -27,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -118,6 +118,23 @@ class _Topology:
     def __init__(self) -> None:
         self._probes: dict[int, redis.Redis] = {}
         self._closeables: list[Any] = []
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def _probe(self, port: int) -> redis.Redis:
         c = self._probes.get(port)
@@ -268,17 +285,6 @@ class SentinelTopology(_Topology):
         for s in [*self.sentinels, *reversed(self.servers)]:
             with contextlib.suppress(Exception):
                 s.stop()
-
-    def __enter__(self) -> SentinelTopology:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<SentinelTopology {self.url() if self.sentinels else self.service}>"
@@ -563,17 +569,6 @@ class ClusterTopology(_Topology):
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
-
-    def __enter__(self) -> ClusterTopology:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<ClusterTopology {self.url() if self.nodes else self.masters}>"
