@@ -16,6 +16,7 @@ checks it on every run):
     scheduler, window_tags            the trio loop that owns every warning; warned_7d ...
     service                           transports -> journal -> ack; outbox; clean shutdown
     app                               the composition root
+    group.member, group.router ...    a group of engines: one app per owned partition
     cli                               the command line (simulate joins it from the simulator)
 
 Names are loaded on first use (PEP 562), so ``import engine.model`` stays cheap.
@@ -36,6 +37,13 @@ _EXPORTS: dict[str, str] = {
     "Engine": "engine.scheduler",
     "ServiceStats": "engine.service",
     "serve": "engine.service",
+    # a group of engines over Redis
+    "GroupConfig": "engine.group.member",
+    "GroupMember": "engine.group.member",
+    "FencedError": "engine.group.journal",
+    "RegistryChange": "engine.registry.changes",
+    "decode_change": "engine.registry.changes",
+    "apply_change": "engine.registry.changes",
     # the registry and audiences
     "Registry": "engine.registry.registry",
     "RegistryDirectory": "engine.registry.responders",
@@ -110,6 +118,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; explicit re-exports, as
         CampaignService as CampaignService,
     )
     from engine.errors import WarnDispatchError as WarnDispatchError
+    from engine.group.journal import FencedError as FencedError
+    from engine.group.member import GroupConfig as GroupConfig
+    from engine.group.member import GroupMember as GroupMember
     from engine.journal import (
         FsyncPolicy as FsyncPolicy,
     )
@@ -161,6 +172,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; explicit re-exports, as
     from engine.model import (
         decode_warning as decode_warning,
     )
+    from engine.registry.changes import RegistryChange as RegistryChange
+    from engine.registry.changes import apply_change as apply_change
+    from engine.registry.changes import decode_change as decode_change
     from engine.registry.registry import Registry as Registry
     from engine.registry.responders import RegistryDirectory as RegistryDirectory
     from engine.registry.synthetic import (
