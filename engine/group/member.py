@@ -250,6 +250,7 @@ class GroupMember:
         cfg = self.config
         while not stop.is_set():
             started = trio.current_time()
+            self._watchdog()  # first: after a long stall (SIGSTOP) nothing runs on a lapsed lease
             try:
                 await self._round()
             except (redis.RedisError, OSError) as exc:
