@@ -214,26 +214,19 @@ def _add(registry: Registry, change: ResidentAdded) -> None:
     live, dead = _ids_of(registry, change.ext_id)
     if live is not None:
         _overwrite(registry, live, change, wanted)
-    elif dead is not None:
-        registry.revive_resident(
-            dead,
-            name=change.name,
-            phone=change.phone,
-            address=change.address,
-            grid=change.grid,
-            officer=change.officer,
-            tags=change.tags,
-        )
     else:
-        registry.add_resident(
-            change.ext_id,
-            name=change.name,
-            phone=change.phone,
-            address=change.address,
-            grid=change.grid,
-            officer=change.officer,
-            tags=change.tags,
-        )
+        fields = {
+            "name": change.name,
+            "phone": change.phone,
+            "address": change.address,
+            "grid": change.grid,
+            "officer": change.officer,
+            "tags": change.tags,
+        }
+        if dead is not None:
+            registry.revive_resident(dead, **fields)  # type: ignore[arg-type]
+        else:
+            registry.add_resident(change.ext_id, **fields)  # type: ignore[arg-type]
 
 
 def _overwrite(registry: Registry, rid: int, change: ResidentAdded, wanted: set[int]) -> None:
