@@ -12,7 +12,8 @@ checks it on every run):
     audience, journal                 the expression language and bitsets; the durable log
     rules, directory                  validated rule files; who-answers-for-a-target protocol
     machine, registry, transport      the pure state machine; residents; transports
-    durability, campaigns, stats      journal records and replay; broadcasts; statistics
+    durability, campaigns, stats,     journal records and replay; broadcasts; statistics;
+    group (leases, journal), access   partitions and fenced state in Redis; roles and tokens
     scheduler, window_tags            the trio loop that owns every warning; warned_7d ...
     service                           transports -> journal -> ack; outbox; clean shutdown
     app                               the composition root
