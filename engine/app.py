@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -40,6 +40,9 @@ from engine.stats import Stats, Summary
 from engine.transport.base import DeadLetterSink, IntakeSource, OutboxSink
 from engine.window_tags import RecentTags
 
+if TYPE_CHECKING:
+    from engine.metrics import Metrics
+
 CAMPAIGN_CHANNEL = 65536
 """Campaign actions buffered between the campaign service and the outbox."""
 
@@ -56,6 +59,8 @@ class AppConfig:
     ``stats`` / ``window_tags`` / ``directory``: share these with other apps over the same
     registry (the partitions a group member owns each run an app; one registry has one set of
     window tags, and one directory compiles each neighbour audience once, not once per app).
+    ``metrics``: keep Prometheus metrics (:mod:`engine.metrics`; ``App.metrics``), fed by the
+    same observers as statistics; off by default, since they cost a little per action.
     """
 
     registry: Registry
@@ -70,6 +75,7 @@ class AppConfig:
     stats: Stats | None = None
     window_tags: RecentTags | None = None
     directory: RegistryDirectory | None = None
+    metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,16 +89,23 @@ class App:
     stats: Stats
     window_tags: RecentTags
     journal: JournalBackend | None
+    metrics: Metrics | None = None
 
     @property
     def observers(self) -> list[Observer]:
         """Told of every batch of actions sent: statistics and window tags (``warned_7d``)."""
-        return [self.stats.observe_actions, self.window_tags.observe_actions]
+        hooks: list[Observer] = [self.stats.observe_actions, self.window_tags.observe_actions]
+        if self.metrics is not None:
+            hooks.append(self.metrics.observe_actions)
+        return hooks
 
     @property
     def input_observers(self) -> list[InputObserver]:
         """Told of every accepted batch of warnings and feedback."""
-        return [self.stats.observe_inputs]
+        hooks: list[InputObserver] = [self.stats.observe_inputs]
+        if self.metrics is not None:
+            hooks.append(self.metrics.observe_inputs)
+        return hooks
 
     def campaign_issued(self, campaign: Campaign) -> None:
         """A campaign was issued: statistics and window tags remember its category."""
@@ -146,6 +159,12 @@ class App:
         return self.stats.summary(until=self.engine.now())
 
 
+def _metrics(engine: Engine, campaigns: CampaignService, journal: JournalBackend | None) -> Metrics:
+    from engine.metrics import Metrics  # prometheus-client loads only for engines that export
+
+    return Metrics(engine, campaigns, journal)
+
+
 @asynccontextmanager
 async def open_app(config: AppConfig) -> AsyncIterator[App]:
     """Open the journal (if a folder), the engine over the registry, and the campaign service;
@@ -192,4 +211,5 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
             else Stats.from_registry(reg, start=start),
             window_tags=config.window_tags if config.window_tags is not None else RecentTags(reg),
             journal=journal,
+            metrics=_metrics(engine, campaigns, journal) if config.metrics else None,
         )

@@ -372,6 +372,11 @@ class Engine:
         """The warning's current state with its timeline; None if unknown (or long ended)."""
         return self._states.get(warning_id)
 
+    def states(self) -> list[WarningState]:
+        """Every state the engine holds, at this moment (for metrics and listings; a copy of
+        the references, so the caller may iterate while the loop runs)."""
+        return list(self._states.values())
+
     @property
     def known(self) -> int:
         """Warnings the engine holds a state for (active, and ended ones still retained)."""

@@ -22,7 +22,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.durability", "engine.campaigns", "engine.stats", "engine.group", "engine.access"),
     ("engine.scheduler", "engine.window_tags"),
     ("engine.service",),
+    ("engine.metrics",),
     ("engine.app",),
+    ("engine.web",),
     (
         "engine.group.router",
         "engine.group.member",

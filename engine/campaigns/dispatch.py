@@ -271,6 +271,10 @@ class CampaignService:
             log.info("campaign %s cancelled", campaign_id)
         return self.progress(campaign_id)
 
+    def campaign_ids(self) -> list[str]:
+        """Every campaign this service has issued (running or finished)."""
+        return list(self._runs)
+
     def progress(self, campaign_id: str) -> Progress:
         run = self._run(campaign_id)
         plan = run.plan

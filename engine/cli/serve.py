@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -145,6 +146,11 @@ journal_option = click.option(
 )
 @group_options
 @rules_option
+@click.option(
+    "--http",
+    metavar="HOST:PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz here, e.g. 127.0.0.1:9400.",
+)
 def serve(
     county: Path | None,
     residents: int | None,
@@ -165,6 +171,7 @@ def serve(
     wait_replicas: int,
     wait_timeout: str,
     rules_file: Path | None,
+    http: str | None,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
 
@@ -178,6 +185,15 @@ def serve(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     policy = _parse_fsync(fsync)
+    if http is not None:
+        from engine.web.server import parse_bind  # the HTTP stack loads only when asked for
+
+        try:
+            parse_bind(http)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--http") from None
+        if group is not None:
+            raise click.UsageError("--http is not available with --group yet (issue 13)")
     if group is not None:
         if redis_url is None:
             raise click.UsageError("--group needs --redis URL: the group's state lives in Redis")
@@ -220,6 +236,7 @@ def serve(
             campaigns_file,
             stats_out,
             _rules(rules_file),
+            http,
         )
     except WarnDispatchError as exc:
         fail(str(exc))
@@ -237,11 +254,17 @@ async def _serve(
     campaigns_file: Path | None,
     stats_out: Path | None,
     rules: EscalationRules,
+    http: str | None,
 ) -> None:
     log = logging.getLogger("engine.serve")
     t0 = time.monotonic()
     config = AppConfig(
-        registry=reg, rules=rules, journal=path, fsync=policy, snapshot_every=snapshot_every
+        registry=reg,
+        rules=rules,
+        journal=path,
+        fsync=policy,
+        snapshot_every=snapshot_every,
+        metrics=http is not None,
     )
     async with open_app(config) as app:
         eng = app.engine
@@ -253,19 +276,22 @@ async def _serve(
             eng.pending,
             f"redis {redis_at[0]}:{redis_at[1]}/{redis_at[2]}" if redis_at else "JSON lines",
         )
-        if redis_at is not None:
+
+        async def run() -> ServiceStats:
+            if redis_at is None:
+                return await _serve_json_lines(app, path, feedback_file, dead_file, campaigns_file)
             host, port, db = redis_at
             opts = SourceOptions(consumer=consumer or "")
             async with open_redis_transport(host, port, db=db, options=opts) as t:
-                stats = await app.serve(
+                return await app.serve(
                     t.intake,
                     t.outbox,
                     feedback=t.feedback,
                     campaigns=t.campaigns,
                     dead_letters=t.dead,
                 )
-        else:
-            stats = await _serve_json_lines(app, path, feedback_file, dead_file, campaigns_file)
+
+        stats = await run() if http is None else await _with_http(app, http, run)
         assert app.journal is not None
         log.info(
             "stopped after %.1f s: %d warnings and %d feedback accepted, %d dead letters, "
@@ -314,6 +340,25 @@ async def _serve_group(
     if stats_out is not None:
         stats_out.write_bytes(msgspec.json.encode(member.stats.summary(until=time.time())))
         log.info("statistics of this run written to %s", stats_out)
+
+
+async def _with_http(
+    app: App, bind: str, run: Callable[[], Awaitable[ServiceStats]]
+) -> ServiceStats:
+    """``run()`` with the HTTP server beside it: ready while it runs, stopped after it."""
+    from engine.web.server import serve_http, web_app
+
+    log = logging.getLogger("engine.serve")
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(
+            serve_http, web_app(app, lambda: not done.is_set()), bind, done
+        )
+        log.info("http: %s (/metrics, /healthz, /readyz)", ", ".join(addresses))
+        try:
+            return await run()
+        finally:
+            done.set()
 
 
 async def _serve_json_lines(

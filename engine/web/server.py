@@ -1,0 +1,90 @@
+"""An ASGI app for a running engine, served in the engine's own trio loop by hypercorn.
+
+Why Starlette on hypercorn: hypercorn has a native trio worker (so the HTTP server shares the
+engine's loop and its cancellation, no second event loop or thread), and Starlette runs on
+anyio, which runs on trio; both are small, maintained and typed. Aiohttp and Uvicorn are
+asyncio-only. The handlers only read the engine (and, later, submit to it): no I/O of their
+own beyond the socket.
+
+    async with trio.open_nursery() as n:
+        await n.start(serve_http, web_app(app, ready), "127.0.0.1:8080", stop)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine.app import App
+
+log = logging.getLogger("engine.web")
+
+__all__ = ["parse_bind", "serve_http", "web_app"]
+
+
+def web_app(app: App, ready: Callable[[], bool]) -> Starlette:
+    """``/metrics`` (Prometheus text format), ``/healthz`` (the process answers) and
+    ``/readyz`` (the journal is restored and intake is being taken: 503 until then)."""
+
+    async def metrics(_: Request) -> Response:
+        if app.metrics is None:
+            return JSONResponse({"error": "metrics are off for this engine"}, status_code=404)
+        return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        if not ready():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse(
+            {"status": "ready", "warnings": app.engine.known, "active": app.engine.pending}
+        )
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); ValueError naming what was expected."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+async def serve_http(
+    asgi: Starlette,
+    bind: str,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``asgi`` on ``bind`` until ``stop``; ``task_status`` gets the bound addresses
+    (port 0 picks a free one)."""
+    host, port = parse_bind(bind)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None  # access logs would carry query strings; ours stay id-free
+    config.errorlog = None  # we log the bound address ourselves
+    config.graceful_timeout = 2.0
+    await hypercorn_serve(
+        asgi,  # type: ignore[arg-type]  # ASGI typings of the two projects differ
+        config,
+        shutdown_trigger=stop.wait,
+        task_status=task_status,
+    )
