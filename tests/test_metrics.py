@@ -149,4 +149,4 @@ def test_serve_http_serves_metrics_health_and_readiness(tmp_path: Path) -> None:
             proc.stdin.close()
         err.close()
     assert proc.returncode == 0, (tmp_path / "serve.err").read_text()
-    assert f"http: http://127.0.0.1:{port}" in (tmp_path / "serve.err").read_text()
+    assert f"http: http://127.0.0.1:{port} (" in (tmp_path / "serve.err").read_text()

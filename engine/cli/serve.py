@@ -346,19 +346,28 @@ async def _with_http(
     app: App, bind: str, run: Callable[[], Awaitable[ServiceStats]]
 ) -> ServiceStats:
     """``run()`` with the HTTP server beside it: ready while it runs, stopped after it."""
+    from engine.access.audit import AuditLog
+    from engine.access.tokens import TokenStore
     from engine.web.server import serve_http, web_app
 
     log = logging.getLogger("engine.serve")
     done = trio.Event()
-    async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(
-            serve_http, web_app(app, lambda: not done.is_set()), bind, done
-        )
-        log.info("http: %s (/metrics, /healthz, /readyz)", ", ".join(addresses))
-        try:
-            return await run()
-        finally:
-            done.set()
+    tokens = TokenStore.load(cache_dir() / "tokens.json")
+    journal_dir = app.config.journal
+    folder = journal_dir.parent if isinstance(journal_dir, Path) else cache_dir()
+    audit = AuditLog(folder / "audit.jsonl")
+    log.info("api: %d tokens, audit log %s", len(tokens.records), audit.path)
+    try:
+        async with trio.open_nursery() as nursery:
+            asgi = web_app(app, lambda: not done.is_set(), tokens, audit)
+            addresses = await nursery.start(serve_http, asgi, bind, done)
+            log.info("http: %s (/metrics, /healthz, /readyz, /api/v1)", ", ".join(addresses))
+            try:
+                return await run()
+            finally:
+                done.set()
+    finally:
+        audit.close()
 
 
 async def _serve_json_lines(

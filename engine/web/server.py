@@ -24,16 +24,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.access.audit import AuditLog
+from engine.access.tokens import TokenStore
 from engine.app import App
+from engine.web.api import api_routes
 
 log = logging.getLogger("engine.web")
 
 __all__ = ["parse_bind", "serve_http", "web_app"]
 
 
-def web_app(app: App, ready: Callable[[], bool]) -> Starlette:
+def web_app(
+    app: App,
+    ready: Callable[[], bool],
+    tokens: TokenStore | None = None,
+    audit: AuditLog | None = None,
+) -> Starlette:
     """``/metrics`` (Prometheus text format), ``/healthz`` (the process answers) and
-    ``/readyz`` (the journal is restored and intake is being taken: 503 until then)."""
+    ``/readyz`` (the journal is restored and intake is being taken: 503 until then); with a
+    token store and an audit log, the API of :mod:`engine.web.api` too."""
 
     async def metrics(_: Request) -> Response:
         if app.metrics is None:
@@ -50,13 +59,14 @@ def web_app(app: App, ready: Callable[[], bool]) -> Starlette:
             {"status": "ready", "warnings": app.engine.known, "active": app.engine.pending}
         )
 
-    return Starlette(
-        routes=[
-            Route("/metrics", metrics),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ]
-    )
+    routes = [
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    if tokens is not None and audit is not None:
+        routes += api_routes(app, tokens, audit)
+    return Starlette(routes=routes)
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -1,0 +1,328 @@
+"""The HTTP API of one engine: warnings, feedback, audiences, statistics, behind API tokens.
+
+Every request carries ``Authorization: Bearer wd_<id>_<secret>``; the token's role and
+subject become a :class:`~engine.access.policy.Principal`, and every decision is one of the
+pure functions of :mod:`engine.access.policy` (the handlers never filter by themselves).
+What a caller may not see answers 404, the same as what does not exist; what they may see but
+not do answers 403. Bad input answers 422 with ``field`` and ``expected``, the same wording
+as the dead-letter reasons. Every write is in the audit log before its answer goes out.
+
+Routes (``/api/v1``; the OpenAPI document is at ``/api/v1/openapi.json``):
+
+    POST /warnings                    submit a warning (centre)
+    GET  /warnings[?status=&kind=&limit=]   warnings the caller may see
+    GET  /warnings/{id}               one warning: state and timeline
+    POST /warnings/{id}/feedback      ack, call, read, visit, outcome (who may act)
+    GET  /audiences/count?expr=       count an expression within the caller's jurisdiction
+    GET  /stats                       statistics within the caller's scope
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine.access.audit import AuditLog
+from engine.access.policy import (
+    ACT_KINDS,
+    Principal,
+    may_act,
+    may_submit,
+    principal_for,
+    stats_scope,
+    warning_visible,
+)
+from engine.access.tokens import TokenStore
+from engine.app import App
+from engine.audience.expr import AudienceError
+from engine.machine import WarningState
+from engine.model import (
+    FeedbackEvent,
+    InvalidMessage,
+    WarningInstruction,
+    decode_feedback,
+    describe_target,
+)
+
+__all__ = ["API_PREFIX", "api_routes", "openapi"]
+
+API_PREFIX = "/api/v1"
+MAX_BODY = 1 << 16
+MAX_LIST = 1000
+
+
+class _Refused(Exception):
+    """An answer other than 2xx, raised from deep in a handler."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _error(status: int, field: str, expected: str) -> _Refused:
+    return _Refused(status, {"field": field, "expected": expected})
+
+
+NOT_FOUND = _Refused(404, {"error": "no such warning"})
+
+
+def warning_view(state: WarningState) -> dict[str, Any]:
+    """A warning as the API shows it: no phone number or name, ids and officer keys only."""
+    w, r = state.warning, state.responders
+    return {
+        "id": w.id,
+        "kind": w.kind,
+        "level": w.level,
+        "msg_type": w.msg_type,
+        "target": describe_target(w.target),
+        "status": state.status,
+        "outcome": state.outcome,
+        "expires_at": state.expires_at,
+        "next_deadline": state.next_deadline,
+        "grid": r.grid,
+        "station": r.station,
+        "notified": list(state.notified),
+        "acked_by": state.acked_by,
+        "timeline": [
+            {
+                "at": t.at,
+                "track": t.track,
+                "from": t.frm,
+                "to": t.to,
+                "reason": t.reason,
+                "cause": t.cause,
+            }
+            for t in state.timeline
+        ],
+    }
+
+
+def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
+    """The API's routes over a running app, its token store and its audit log."""
+    engine, reg = app.engine, app.config.registry
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        record = tokens.authenticate(token) if scheme.lower() == "bearer" else None
+        if record is None:
+            raise _Refused(401, {"error": "a valid API token is required (Bearer)"})
+        try:
+            return principal_for(record.role, record.subject, reg, record.id)
+        except ValueError:  # the subject left the registry since the token was made
+            raise _Refused(403, {"error": "this token's jurisdiction no longer exists"}) from None
+
+    async def body(request: Request) -> bytes:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise _error(413, "(message)", f"at most {MAX_BODY} bytes")
+        return raw
+
+    def visible(p: Principal, warning_id: str) -> WarningState:
+        state = engine.status(warning_id)
+        if state is None or not warning_visible(p, state):
+            raise NOT_FOUND
+        return state
+
+    async def submit(request: Request) -> Response:
+        p = principal(request)
+        if not may_submit(p):
+            audit.record(p, "warning.submit", "-", "forbidden")
+            raise _Refused(403, {"error": "only the warning centre submits warnings"})
+        raw = await body(request)
+        try:
+            await engine.submit(raw)
+        except InvalidMessage as exc:
+            audit.record(p, "warning.submit", "-", f"invalid {exc.field}")
+            raise _error(422, exc.field, exc.expected) from None
+        await engine.durable()
+        warning_id = json.loads(raw)["id"]
+        audit.record(p, "warning.submit", f"warning:{warning_id}")
+        return JSONResponse({"id": warning_id, "accepted": True}, status_code=202)
+
+    async def list_warnings(request: Request) -> Response:
+        p = principal(request)
+        status = request.query_params.get("status", "active")
+        kind = request.query_params.get("kind")
+        try:
+            limit = min(int(request.query_params.get("limit", "100")), MAX_LIST)
+        except ValueError:
+            raise _error(422, "limit", f"a whole number up to {MAX_LIST}") from None
+        out = []
+        for s in engine.states():
+            if status != "all" and s.status != status:
+                continue
+            if kind is not None and s.warning.kind != kind:
+                continue
+            if warning_visible(p, s):
+                out.append(warning_view(s) | {"timeline": None})
+                if len(out) >= limit:
+                    break
+        return JSONResponse({"warnings": out})
+
+    async def one_warning(request: Request) -> Response:
+        p = principal(request)
+        return JSONResponse(warning_view(visible(p, request.path_params["warning_id"])))
+
+    async def feedback(request: Request) -> Response:
+        p = principal(request)
+        warning_id = request.path_params["warning_id"]
+        state = visible(p, warning_id)
+        raw = await body(request)
+        try:
+            fields = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise _error(422, "(message)", "a JSON object") from None
+        if not isinstance(fields, dict):
+            raise _error(422, "(message)", "a JSON object")
+        kind = fields.get("type")
+        if kind not in ACT_KINDS:
+            raise _error(422, "type", f"one of {', '.join(ACT_KINDS)}")
+        if not may_act(p, state, kind):
+            audit.record(p, f"feedback.{kind}", f"warning:{warning_id}", "forbidden")
+            raise _Refused(403, {"error": "you were not asked to act on this warning"})
+        fields["warning_id"] = warning_id
+        own = kind != "ack" or p.role != "officer"
+        if not own and fields.setdefault("officer", p.subject) != p.subject:
+            raise _error(403, "officer", "your own officer key")
+        try:
+            event: FeedbackEvent = decode_feedback(msgspec.json.encode(fields))
+            await engine.feedback(event)
+        except InvalidMessage as exc:
+            raise _error(422, exc.field, exc.expected) from None
+        await engine.durable()
+        audit.record(p, f"feedback.{kind}", f"warning:{warning_id}")
+        return JSONResponse({"warning_id": warning_id, "accepted": True}, status_code=202)
+
+    async def count(request: Request) -> Response:
+        p = principal(request)
+        expr = request.query_params.get("expr", "")
+        if not expr.strip():
+            raise _error(422, "expr", "an audience expression, e.g. elderly & ~warned_7d")
+        try:
+            if p.role == "officer":
+                n = reg.view_for(p.subject or "").audience(expr).count()
+            elif p.role == "chief":
+                n = reg.audience(f"({expr}) & station:{p.station}").count()
+            else:
+                n = reg.audience(expr).count()
+        except AudienceError as exc:
+            raise _Refused(422, {"field": "expr", "expected": str(exc)}) from None
+        return JSONResponse({"expr": expr, "count": int(n)})
+
+    async def stats(request: Request) -> Response:
+        p = principal(request)
+        scope = stats_scope(p)
+        summary = app.summary()
+        if scope.level == "county":
+            return JSONResponse(msgspec.to_builtins(summary))
+        if scope.level == "station":
+            rows = [s for s in summary.stations if s.key == scope.key]
+            officers = [o for o in summary.officers if o.station == scope.key]
+            return JSONResponse(msgspec.to_builtins({"stations": rows, "officers": officers}))
+        mine = [o for o in summary.officers if o.key == scope.key]
+        return JSONResponse(msgspec.to_builtins({"officers": mine}))
+
+    async def openapi_doc(_: Request) -> Response:
+        return JSONResponse(openapi())
+
+    def guarded(handler: Any) -> Any:
+        async def run(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+                return response
+            except _Refused as r:
+                headers = {"WWW-Authenticate": "Bearer"} if r.status == 401 else None
+                return JSONResponse(r.body, status_code=r.status, headers=headers)
+
+        return run
+
+    prefix = API_PREFIX
+    return [
+        Route(f"{prefix}/openapi.json", openapi_doc),
+        Route(f"{prefix}/warnings", guarded(submit), methods=["POST"]),
+        Route(f"{prefix}/warnings", guarded(list_warnings), methods=["GET"]),
+        Route(f"{prefix}/warnings/{{warning_id}}", guarded(one_warning), methods=["GET"]),
+        Route(f"{prefix}/warnings/{{warning_id}}/feedback", guarded(feedback), methods=["POST"]),
+        Route(f"{prefix}/audiences/count", guarded(count), methods=["GET"]),
+        Route(f"{prefix}/stats", guarded(stats), methods=["GET"]),
+    ]
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document: paths by hand, message schemas generated by msgspec from the
+    structs that decode them (so they cannot drift from what the engine accepts)."""
+    (warning, feedback), components = msgspec.json.schema_components(
+        [WarningInstruction, FeedbackEvent], ref_template="#/components/schemas/{name}"
+    )
+    bearer: list[dict[str, list[str]]] = [{"token": []}]
+    errors = {
+        "401": {"description": "no valid token"},
+        "403": {"description": "the token's role may not do this"},
+        "404": {"description": "no such warning, or not in the caller's jurisdiction"},
+        "422": {"description": "bad input: `field` and `expected`"},
+    }
+
+    def op(summary: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "security": bearer,
+            "responses": {"200": {"description": "ok"}, **errors},
+            **extra,
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "warn-dispatch", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            f"{API_PREFIX}/warnings": {
+                "post": op(
+                    "Submit a warning (centre)",
+                    requestBody={"content": {"application/json": {"schema": warning}}},
+                ),
+                "get": op(
+                    "Warnings the caller may see",
+                    parameters=[
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "maximum": MAX_LIST},
+                        },
+                    ],
+                ),
+            },
+            f"{API_PREFIX}/warnings/{{warning_id}}": {"get": op("One warning: state and timeline")},
+            f"{API_PREFIX}/warnings/{{warning_id}}/feedback": {
+                "post": op(
+                    "Ack, call result, read, visit or outcome (who may act)",
+                    requestBody={"content": {"application/json": {"schema": feedback}}},
+                ),
+            },
+            f"{API_PREFIX}/audiences/count": {
+                "get": op(
+                    "Count an audience within the caller's jurisdiction",
+                    parameters=[
+                        {
+                            "name": "expr",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
+            f"{API_PREFIX}/stats": {"get": op("Statistics within the caller's scope")},
+        },
+    }
