@@ -325,13 +325,7 @@ async def run_campaigns(
                         ok.append(d.id)
                     continue
                 try:
-                    campaign = decode_campaign(d.raw)
-                    if engine.campaign_records.used(campaign.id):
-                        raise DuplicateCampaign(
-                            f"id: a campaign id not used before ({campaign.id} was accepted "
-                            "earlier; ids stay unique across restarts)"
-                        )
-                    await campaigns.issue(campaign)
+                    await accept_campaign(engine, campaigns, d.raw, on_issued)
                 except CampaignError as exc:
                     await source.dead_letter(d, str(exc))
                     stats.dead_letters += 1
@@ -341,13 +335,32 @@ async def run_campaigns(
                     stats.dead_letters += 1
                 else:
                     ok.append(d.id)
-                    engine.campaign_records.record(campaign.id, d.raw)
-                    if on_issued is not None:
-                        on_issued(campaign)
             if ok:
                 await engine.durable()
                 await source.ack(ok)
                 stats.campaigns += len(ok)
+
+
+async def accept_campaign(
+    engine: Engine,
+    campaigns: CampaignService,
+    raw: bytes,
+    on_issued: Callable[[Campaign], object] | None = None,
+) -> Campaign:
+    """Decode, refuse a reused id, issue, and record a campaign for the journal (the caller
+    awaits ``engine.durable()`` before acknowledging). Raises :class:`CampaignError` with the
+    reason before anything changes. Shared by the campaigns stream and the HTTP API."""
+    campaign = decode_campaign(raw)
+    if engine.campaign_records.used(campaign.id):
+        raise DuplicateCampaign(
+            f"id: a campaign id not used before ({campaign.id} was accepted "
+            "earlier; ids stay unique across restarts)"
+        )
+    await campaigns.issue(campaign)
+    engine.campaign_records.record(campaign.id, raw)
+    if on_issued is not None:
+        on_issued(campaign)
+    return campaign
 
 
 def _control(campaigns: CampaignService, control: CampaignControl) -> None:

@@ -182,3 +182,36 @@ async def test_every_role_against_every_endpoint(tmp_path: Path) -> None:
         r.action == "feedback.ack" and r.subject == "P01" and r.outcome == "ok" for r in rows
     )
     assert all("13812345678" not in r.target for r in rows)
+
+
+async def test_campaigns_by_role(tmp_path: Path) -> None:
+    base = {"title": "t", "text": "x", "audience": "elderly", "issuer": "county"}
+    routine = json.dumps({**base, "id": "c-r", "priority": "routine"}).encode()
+    async with running(tmp_path) as (app, c, audit_path):
+        for who in ("p01", "chief01", "nobody"):
+            r = await c[who].post("/api/v1/campaigns", content=routine)
+            assert r.status_code in (401, 403)
+        made = await c["admin"].post("/api/v1/campaigns", content=routine)
+        assert made.status_code == 202, made.text
+        assert made.json()["campaign_id"] == "c-r"
+        again = await c["admin"].post("/api/v1/campaigns", content=routine)
+        assert again.status_code == 409 and again.json()["field"] == "id"
+        typo = json.dumps({**base, "id": "c-t", "priority": "routine", "audience": "elderyl"})
+        bad = await c["admin"].post("/api/v1/campaigns", content=typo.encode())
+        assert bad.status_code == 422 and "elderly" in bad.json()["expected"]
+        # Officers confirm their own task only.
+        other = await c["p03"].post("/api/v1/campaigns/c-r/tasks/P01/confirm")
+        assert other.status_code == 403
+        own = await c["p01"].post("/api/v1/campaigns/c-r/tasks/P01/confirm")
+        assert own.status_code == 200 and own.json()["confirmed"]
+        assert (await c["p01"].get("/api/v1/campaigns/c-r")).status_code == 403
+        assert (await c["admin"].get("/api/v1/campaigns/c-nope")).status_code == 404
+        assert (await c["p01"].post("/api/v1/campaigns/c-r/cancel")).status_code == 403
+        cancelled = await c["centre"].post("/api/v1/campaigns/c-r/cancel")
+        assert cancelled.status_code == 200
+        progress = (await c["admin"].get("/api/v1/campaigns/c-r")).json()
+        assert progress["state"] in ("cancelled", "done")
+        assert app.engine.campaign_records.used("c-r")
+    actions = {(r.action, r.outcome) for r in AuditLog.read(audit_path)}
+    assert {("campaign.issue", "ok"), ("campaign.issue", "forbidden")} <= actions
+    assert {("campaign.confirm", "forbidden"), ("campaign.cancel", "ok")} <= actions

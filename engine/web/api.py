@@ -15,6 +15,10 @@ Routes (``/api/v1``; the OpenAPI document is at ``/api/v1/openapi.json``):
     POST /warnings/{id}/feedback      ack, call, read, visit, outcome (who may act)
     GET  /audiences/count?expr=       count an expression within the caller's jurisdiction
     GET  /stats                       statistics within the caller's scope
+    POST /campaigns                   issue a campaign (admin, centre)
+    GET  /campaigns/{id}              its progress (admin, centre)
+    POST /campaigns/{id}/cancel       cancel it (admin, centre)
+    POST /campaigns/{id}/tasks/{officer}/confirm   an officer's one click (that officer)
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from engine.access.policy import (
     ACT_KINDS,
     Principal,
     may_act,
+    may_campaign,
+    may_confirm_task,
     may_submit,
     principal_for,
     stats_scope,
@@ -40,6 +46,12 @@ from engine.access.policy import (
 from engine.access.tokens import TokenStore
 from engine.app import App
 from engine.audience.expr import AudienceError
+from engine.campaigns.campaign import (
+    Campaign,
+    CampaignError,
+    DuplicateCampaign,
+    InvalidCampaign,
+)
 from engine.machine import WarningState
 from engine.model import (
     FeedbackEvent,
@@ -48,6 +60,7 @@ from engine.model import (
     decode_feedback,
     describe_target,
 )
+from engine.service import accept_campaign
 
 __all__ = ["API_PREFIX", "api_routes", "openapi"]
 
@@ -229,6 +242,69 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         mine = [o for o in summary.officers if o.key == scope.key]
         return JSONResponse(msgspec.to_builtins({"officers": mine}))
 
+    def campaign_admin(p: Principal, action: str, target: str) -> None:
+        if not may_campaign(p):
+            audit.record(p, action, target, "forbidden")
+            raise _Refused(403, {"error": "campaigns are for county admins and the centre"})
+
+    async def issue_campaign(request: Request) -> Response:
+        p = principal(request)
+        campaign_admin(p, "campaign.issue", "-")
+        raw = await body(request)
+        try:
+            campaign = await accept_campaign(engine, app.campaigns, raw, app.campaign_issued)
+        except InvalidCampaign as exc:
+            raise _error(422, exc.field, exc.expected) from None
+        except DuplicateCampaign as exc:
+            raise _Refused(409, {"field": "id", "expected": str(exc).partition(": ")[2]}) from None
+        except CampaignError as exc:
+            field, _, expected = str(exc).partition(": ")
+            raise _error(422, field if expected else "(campaign)", expected or str(exc)) from None
+        await engine.durable()
+        audit.record(p, "campaign.issue", f"campaign:{campaign.id}")
+        progress = msgspec.to_builtins(app.campaigns.progress(campaign.id))
+        return JSONResponse(progress, status_code=202)
+
+    def known_campaign(campaign_id: str) -> None:
+        if campaign_id not in app.campaigns.campaign_ids():
+            raise _Refused(404, {"error": "no such campaign"})
+
+    async def campaign_progress(request: Request) -> Response:
+        p = principal(request)
+        campaign_id = request.path_params["campaign_id"]
+        if not may_campaign(p):
+            raise _Refused(403, {"error": "campaigns are for county admins and the centre"})
+        known_campaign(campaign_id)
+        return JSONResponse(msgspec.to_builtins(app.campaigns.progress(campaign_id)))
+
+    async def cancel_campaign(request: Request) -> Response:
+        p = principal(request)
+        campaign_id = request.path_params["campaign_id"]
+        campaign_admin(p, "campaign.cancel", f"campaign:{campaign_id}")
+        known_campaign(campaign_id)
+        progress = app.campaigns.cancel(campaign_id)
+        await engine.durable()
+        audit.record(p, "campaign.cancel", f"campaign:{campaign_id}")
+        return JSONResponse(msgspec.to_builtins(progress))
+
+    async def confirm_task(request: Request) -> Response:
+        p = principal(request)
+        campaign_id = request.path_params["campaign_id"]
+        officer = request.path_params["officer"]
+        target = f"task:{campaign_id}/{officer}"
+        if not may_confirm_task(p, officer):
+            audit.record(p, "campaign.confirm", target, "forbidden")
+            raise _Refused(403, {"error": "officers confirm their own tasks"})
+        known_campaign(campaign_id)
+        try:
+            changed = app.campaigns.confirm(f"{campaign_id}/{officer}", officer)
+        except CampaignError as exc:
+            raise _Refused(409, {"error": str(exc)}) from None
+        audit.record(p, "campaign.confirm", target)
+        return JSONResponse(
+            {"task": f"{campaign_id}/{officer}", "confirmed": True, "changed": changed}
+        )
+
     async def openapi_doc(_: Request) -> Response:
         return JSONResponse(openapi())
 
@@ -252,14 +328,24 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         Route(f"{prefix}/warnings/{{warning_id}}/feedback", guarded(feedback), methods=["POST"]),
         Route(f"{prefix}/audiences/count", guarded(count), methods=["GET"]),
         Route(f"{prefix}/stats", guarded(stats), methods=["GET"]),
+        Route(f"{prefix}/campaigns", guarded(issue_campaign), methods=["POST"]),
+        Route(f"{prefix}/campaigns/{{campaign_id}}", guarded(campaign_progress), methods=["GET"]),
+        Route(
+            f"{prefix}/campaigns/{{campaign_id}}/cancel", guarded(cancel_campaign), methods=["POST"]
+        ),
+        Route(
+            f"{prefix}/campaigns/{{campaign_id}}/tasks/{{officer}}/confirm",
+            guarded(confirm_task),
+            methods=["POST"],
+        ),
     ]
 
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document: paths by hand, message schemas generated by msgspec from the
     structs that decode them (so they cannot drift from what the engine accepts)."""
-    (warning, feedback), components = msgspec.json.schema_components(
-        [WarningInstruction, FeedbackEvent], ref_template="#/components/schemas/{name}"
+    (warning, feedback, campaign), components = msgspec.json.schema_components(
+        [WarningInstruction, FeedbackEvent, Campaign], ref_template="#/components/schemas/{name}"
     )
     bearer: list[dict[str, list[str]]] = [{"token": []}]
     errors = {
@@ -324,5 +410,16 @@ def openapi() -> dict[str, Any]:
                 )
             },
             f"{API_PREFIX}/stats": {"get": op("Statistics within the caller's scope")},
+            f"{API_PREFIX}/campaigns": {
+                "post": op(
+                    "Issue a campaign (admin, centre)",
+                    requestBody={"content": {"application/json": {"schema": campaign}}},
+                )
+            },
+            f"{API_PREFIX}/campaigns/{{campaign_id}}": {"get": op("A campaign's progress")},
+            f"{API_PREFIX}/campaigns/{{campaign_id}}/cancel": {"post": op("Cancel a campaign")},
+            f"{API_PREFIX}/campaigns/{{campaign_id}}/tasks/{{officer}}/confirm": {
+                "post": op("An officer confirms their routine task")
+            },
         },
     }
