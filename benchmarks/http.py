@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -34,6 +33,7 @@ import trio
 from benchmarks.tables import make_table, show
 from engine.access.tokens import TokenStore
 from engine.registry.synthetic import CountySpec, generate_county
+from engine.testing.messages import warning_bytes
 from engine.testing.redis_server import free_port
 
 RESIDENTS = 200_000
@@ -49,18 +49,7 @@ def commit() -> str:
         return "unknown"
 
 
-def warning(wid: str, resident: int) -> bytes:
-    now = datetime.now(UTC)
-    return json.dumps(
-        {
-            "id": wid,
-            "kind": "fraud",
-            "level": 1,
-            "target": {"type": "resident", "id": resident},
-            "issued_at": (now - timedelta(minutes=1)).isoformat(),
-            "expires": (now + timedelta(days=1)).isoformat(),
-        }
-    ).encode()
+warning = warning_bytes
 
 
 class Child:
@@ -200,84 +189,94 @@ async def run(quick: bool, markdown: bool) -> None:
         token = TokenStore.load(home / "tokens.json").create("centre", None, "benchmark")
         port = free_port()
         child = Child(county, home, port)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with (
-            trio.open_nursery() as nursery,
-            httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}",
-                headers={"authorization": f"Bearer {token}"},
-                timeout=30,
-                limits=limits,
-            ) as client,
-        ):
-            nursery.start_soon(child.read_actions)
-            with trio.fail_after(120):
-                while True:
-                    try:
-                        if (await client.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.2)
-            await paced_http(client, child, 200, 1, "warm", RESIDENTS)  # warm caches, pools
-            rows = []
-            for rate in (500, 2000):
-                lines = await paced_lines(child, rate, seconds, f"l{rate}", RESIDENTS)
-                lat, notice, errors = await paced_http(
-                    client, child, rate, seconds, f"h{rate}", RESIDENTS
-                )
-                rows.append(
-                    (
-                        f"{rate}/s",
-                        f"{ms(pct(lat, 0.5))} / {ms(pct(lat, 0.99))}",
-                        f"{ms(pct(notice, 0.5))} / {ms(pct(notice, 0.99))}",
-                        f"{ms(pct(lines, 0.5))} / {ms(pct(lines, 0.99))}",
-                        f"{pct(notice, 0.5) / pct(lines, 0.5):.1f}x",
-                        str(errors),
-                    )
-                )
-            show(
-                make_table(
-                    f"Submit over HTTP vs JSON lines, one engine, {seconds:.0f} s per rate "
-                    f"(commit {commit()})",
-                    [
-                        "offered",
-                        "HTTP: to 202 p50 / p99",
-                        "HTTP: to first notice p50 / p99",
-                        "JSON lines: to first notice p50 / p99",
-                        "HTTP / lines (p50)",
-                        "errors",
-                    ],
-                    rows,
-                ),
-                markdown,
-            )
-            # 50,000 active warnings, fed fast through stdin, then scrape.
-            for i in range(active):
-                child.write(warning(f"m-{i}", (i * 13) % RESIDENTS))
-            with trio.fail_after(300):
-                while True:
-                    body = (await client.get("/readyz")).json()
-                    if body.get("active", 0) >= active:
+        try:
+            await measure(child, token, port, seconds, active, markdown)
+        finally:
+            child.stop()
+
+
+async def measure(
+    child: Child, token: str, port: int, seconds: float, active: int, markdown: bool
+) -> None:
+    """Both tables, against a started child."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with (
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"authorization": f"Bearer {token}"},
+            timeout=30,
+            limits=limits,
+        ) as client,
+    ):
+        nursery.start_soon(child.read_actions)
+        with trio.fail_after(120):
+            while True:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
                         break
-                    await trio.sleep(0.5)
-            metrics = await scrape(client, "/metrics", 11)
-            health = await scrape(client, "/healthz", 11)
-            m, h = statistics.median(metrics), statistics.median(health)
-            show(
-                make_table(
-                    f"/metrics with 1,400 officers and {body['active']:,} active warnings "
-                    f"(commit {commit()})",
-                    ["request", "median", "max", "vs /healthz"],
-                    [
-                        ("/metrics", ms(m), ms(max(metrics)), f"{m / h:.0f}x"),
-                        ("/healthz (peer: one request)", ms(h), ms(max(health)), "1x"),
-                    ],
-                ),
-                markdown,
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.2)
+        await paced_http(client, child, 200, 1, "warm", RESIDENTS)  # warm caches, pools
+        rows = []
+        for rate in (500, 2000):
+            lines = await paced_lines(child, rate, seconds, f"l{rate}", RESIDENTS)
+            lat, notice, errors = await paced_http(
+                client, child, rate, seconds, f"h{rate}", RESIDENTS
             )
-            nursery.cancel_scope.cancel()
-        child.stop()
+            rows.append(
+                (
+                    f"{rate}/s",
+                    f"{ms(pct(lat, 0.5))} / {ms(pct(lat, 0.99))}",
+                    f"{ms(pct(notice, 0.5))} / {ms(pct(notice, 0.99))}",
+                    f"{ms(pct(lines, 0.5))} / {ms(pct(lines, 0.99))}",
+                    f"{pct(notice, 0.5) / pct(lines, 0.5):.1f}x",
+                    str(errors),
+                )
+            )
+        show(
+            make_table(
+                f"Submit over HTTP vs JSON lines, one engine, {seconds:.0f} s per rate "
+                f"(commit {commit()})",
+                [
+                    "offered",
+                    "HTTP: to 202 p50 / p99",
+                    "HTTP: to first notice p50 / p99",
+                    "JSON lines: to first notice p50 / p99",
+                    "HTTP / lines (p50)",
+                    "errors",
+                ],
+                rows,
+            ),
+            markdown,
+        )
+        # 50,000 active warnings, fed fast through stdin, then scrape.
+        # In a thread: a full stdin pipe must not stop the loop that drains stdout.
+        bulk = b"\n".join(warning(f"m-{i}", (i * 13) % RESIDENTS) for i in range(active))
+        await trio.to_thread.run_sync(child.write, bulk)
+        with trio.fail_after(300):
+            while True:
+                body = (await client.get("/readyz")).json()
+                if body.get("active", 0) >= active:
+                    break
+                await trio.sleep(0.5)
+        metrics = await scrape(client, "/metrics", 11)
+        health = await scrape(client, "/healthz", 11)
+        m, h = statistics.median(metrics), statistics.median(health)
+        show(
+            make_table(
+                f"/metrics with 1,400 officers and {body['active']:,} active warnings "
+                f"(commit {commit()})",
+                ["request", "median", "max", "vs /healthz"],
+                [
+                    ("/metrics", ms(m), ms(max(metrics)), f"{m / h:.0f}x"),
+                    ("/healthz (peer: one request)", ms(h), ms(max(health)), "1x"),
+                ],
+            ),
+            markdown,
+        )
+        nursery.cancel_scope.cancel()
 
 
 def main() -> None:

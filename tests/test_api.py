@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import trio
 from engine import AppConfig, open_app
 from engine.access.audit import AuditLog
 from engine.access.tokens import TokenStore
+from engine.testing.messages import warning_bytes
 from engine.transport import open_memory_intake, open_memory_outbox
 from engine.web.server import web_app
 from tests.small_county import make_registry
@@ -39,18 +39,7 @@ def county() -> Any:
     return reg
 
 
-def warning(wid: str, resident: int) -> bytes:
-    now = datetime.now(UTC)
-    return json.dumps(
-        {
-            "id": wid,
-            "kind": "fraud",
-            "level": 1,
-            "target": {"type": "resident", "id": resident},
-            "issued_at": (now - timedelta(minutes=1)).isoformat(),
-            "expires": (now + timedelta(days=1)).isoformat(),
-        }
-    ).encode()
+warning = warning_bytes
 
 
 @asynccontextmanager
