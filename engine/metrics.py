@@ -166,8 +166,7 @@ class Metrics:
                 self.missed.labels(a.kind, a.cause).inc()
             if a.cause == "escalation":
                 self.escalations.labels(a.kind).inc()
-            first_contact = a.action in ("call", "chat") and a.step == 0 and a.attempt == 1
-            if first_contact and a.to.startswith("resident:"):
+            if a.first_contact:
                 arrived = self._arrived(a.warning_id)
                 if arrived is not None:
                     self.to_resident.labels(a.kind).observe(max(0.0, now - arrived[0]))

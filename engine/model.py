@@ -248,6 +248,17 @@ class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     reason: str = ""
     cause: Cause = "new"
 
+    @property
+    def first_contact(self) -> bool:
+        """The warning's first call or chat to a registered resident (contact step 0, first
+        attempt): what window tags (``warned_7d``) and the time-to-reach metric count."""
+        return (
+            self.action in ("call", "chat")
+            and self.step == 0
+            and self.attempt == 1
+            and self.to.startswith("resident:")
+        )
+
     def __repr__(self) -> str:  # actions end up in logs and tracebacks: mask phone numbers
         to = f"phone:{mask_phone(self.to)}" if self.to.startswith("phone:") else self.to
         return f"Action(key={self.key!r}, action={self.action!r}, to={to!r}, level={self.level})"

@@ -100,8 +100,7 @@ class RecentTags:
         warned: list[int] = []
         fraud: list[int] = []
         for a in actions:
-            first_contact = a.action in ("call", "chat") and a.step == 0 and a.attempt == 1
-            if first_contact and a.to.startswith("resident:"):
+            if a.first_contact:
                 rid = int(a.to.removeprefix("resident:"))
                 warned.append(rid)
                 if a.kind == "fraud":
