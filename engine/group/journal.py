@@ -50,12 +50,11 @@ from engine.group.client import AnyClient, check_binary, run_sync
 from engine.group.lease import holder
 from engine.group.partitions import Keys
 from engine.journal import FsyncPolicy, JournalError, JournalFailedError
+from engine.journal.journal import Payload
 
 log = logging.getLogger("engine.group.journal")
 
 __all__ = ["FencedError", "RedisJournal", "RedisJournalStats", "ReplicationError"]
-
-Payload = bytes | bytearray | memoryview
 
 FENCED = "FENCED"
 """The error prefix a fenced script returns."""

@@ -123,8 +123,9 @@ async def run_router(
                     _write, client, plan, 0 if cluster else wait_replicas, wait_timeout_ms
                 )
             for d, reason in bad:
-                await source.dead_letter(d, reason)
-            await source.ack([d.id for d in batch if not any(d is b for b, _ in bad)])
+                await source.dead_letter(d, reason)  # dead-lettering acks the entry too
+            refused = {d.id for d, _ in bad}
+            await source.ack([d.id for d in batch if d.id not in refused])
             stats.routed += len(plan)
             stats.dead_letters += len(bad)
             stats.batches += 1

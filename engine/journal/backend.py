@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from engine.journal.journal import FsyncPolicy
+from engine.journal.journal import FsyncPolicy, Payload
 
 __all__ = ["JournalBackend", "JournalCounters"]
-
-Payload = bytes | bytearray | memoryview
 
 
 class JournalCounters(Protocol):
