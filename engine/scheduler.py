@@ -65,6 +65,7 @@ from engine.model import (
     decode_warning,
 )
 from engine.rules.escalation import EscalationRules, load_escalation
+from engine.state_feed import StateFeed
 
 log = logging.getLogger("engine.scheduler")
 
@@ -256,6 +257,8 @@ class Engine:
         self._progress = trio.Event()
         self._closing = False
         self._states: dict[str, WarningState] = {}
+        self.feed = StateFeed()
+        """Ids of the warnings each loop turn changed, for live watchers (the console)."""
         self._retired: set[str] = set()
         """Ids of warnings forgotten after ``retain_ended_s``: ids stay unique for good (an
         alert reusing one would otherwise start over under the same action keys). About 60 B
@@ -540,6 +543,7 @@ class Engine:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
             return False
         self._states[wid] = new
+        self.feed.touch(wid)
         self._active += (new.status == "active") - (old is not None and old.status == "active")
         if actions:
             self._pending.extend(actions)
@@ -612,6 +616,7 @@ class Engine:
         journal = self._journal is not None
         if state.status != "active":  # retention ran out
             del self._states[wid], self._live[wid]
+            self.feed.touch(wid)
             self._retired.add(wid)
             self.stats.evicted += 1
             if journal:
@@ -659,7 +664,9 @@ class Engine:
             self._snapshot_wanted.set()
 
     def _end_turn(self, applied: int) -> None:
-        """Journal this turn's inputs (one write, before its actions go out), wake durable()."""
+        """Journal this turn's inputs (one write, before its actions go out), wake durable()
+        and the watchers of :attr:`feed`."""
+        self.feed.end_turn()
         if self._records:
             records, self._records = self._records, []
             assert self._journal is not None

@@ -127,7 +127,14 @@ async def test_every_role_against_every_endpoint(tmp_path: Path) -> None:
         assert (await c["p01"].get("/api/v1/warnings/nope")).json() == {"error": "no such warning"}
         mine = await c["p01"].get("/api/v1/warnings/w-a")
         assert mine.status_code == 200 and mine.json()["timeline"]
-        assert "13812345678" not in mine.text and "张三丰" not in mine.text
+        # The officer asked to act on it sees whom to call; the chief and the centre see
+        # the resident masked.
+        assert mine.json()["resident"] == {"name": "张三丰", "phone": "13812345678"}
+        assert mine.json()["may"] == ["ack", "call", "read", "visit", "outcome"]
+        for who in ("chief01", "centre"):
+            theirs = await c[who].get("/api/v1/warnings/w-a")
+            assert "13812345678" not in theirs.text and "张三丰" not in theirs.text
+            assert theirs.json()["resident"]["phone"].endswith("5678")
         # Acting: only on what one was asked to act on, and only as oneself.
         assert (
             await c["p03"].post("/api/v1/warnings/w-a/feedback", json={"type": "ack"})

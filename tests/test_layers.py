@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("engine.errors", "engine.explain", "engine.privacy"),
+    ("engine.errors", "engine.explain", "engine.privacy", "engine.state_feed"),
     ("engine.model",),
     ("engine.audience", "engine.journal"),
     ("engine.rules", "engine.directory"),

@@ -13,8 +13,12 @@ Routes (``/api/v1``; the OpenAPI document is at ``/api/v1/openapi.json``):
     GET  /warnings[?status=&kind=&limit=]   warnings the caller may see
     GET  /warnings/{id}               one warning: state and timeline
     POST /warnings/{id}/feedback      ack, call, read, visit, outcome (who may act)
+    GET  /me                          the caller's role and jurisdiction
+    GET  /events[?since=]             server-sent events: the warnings that changed, live
     GET  /audiences/count?expr=       count an expression within the caller's jurisdiction
+    GET  /audiences/preview?expr=     the count and the first residents, masked, in scope
     GET  /stats                       statistics within the caller's scope
+    GET  /campaigns                   every campaign's progress (admin, centre)
     POST /campaigns                   issue a campaign (admin, centre)
     GET  /campaigns/{id}              its progress (admin, centre)
     POST /campaigns/{id}/cancel       cancel it (admin, centre)
@@ -24,11 +28,13 @@ Routes (``/api/v1``; the OpenAPI document is at ``/api/v1/openapi.json``):
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.access.audit import AuditLog
@@ -40,12 +46,15 @@ from engine.access.policy import (
     may_confirm_task,
     may_submit,
     principal_for,
+    resident_fields,
+    resident_visible,
     stats_scope,
     warning_visible,
 )
 from engine.access.tokens import TokenStore
 from engine.app import App
 from engine.audience.expr import AudienceError
+from engine.audience.program import Audience
 from engine.campaigns.campaign import (
     Campaign,
     CampaignError,
@@ -67,6 +76,11 @@ __all__ = ["API_PREFIX", "api_routes", "openapi"]
 API_PREFIX = "/api/v1"
 MAX_BODY = 1 << 16
 MAX_LIST = 1000
+MAX_PREVIEW = 100
+EVENT_INTERVAL_S = 0.25
+"""Real seconds between two updates to one watcher: changes in between go out together."""
+HEARTBEAT_S = 15.0
+"""Real seconds of silence after which a watcher gets a comment line (proxies keep it open)."""
 
 
 class _Refused(Exception):
@@ -83,6 +97,19 @@ def _error(status: int, field: str, expected: str) -> _Refused:
 
 
 NOT_FOUND = _Refused(404, {"error": "no such warning"})
+
+
+def clock_rate() -> float:
+    """Engine seconds per real second: 1 live; the replay speed under ``simulate --serve``
+    (trio's MockClock with a rate), so a console can count down deadlines between updates."""
+    rate = getattr(trio.lowlevel.current_clock(), "rate", 1.0)
+    return float(rate) if isinstance(rate, int | float) else 1.0
+
+
+async def real_sleep(seconds: float) -> None:
+    """Sleep ``seconds`` of real time, also when the engine's clock runs faster."""
+    rate = clock_rate()
+    await trio.sleep(seconds * rate if rate > 0 else 0)
 
 
 def warning_view(state: WarningState) -> dict[str, Any]:
@@ -102,6 +129,17 @@ def warning_view(state: WarningState) -> dict[str, Any]:
         "station": r.station,
         "notified": list(state.notified),
         "acked_by": state.acked_by,
+        "officer_track": {
+            "status": state.officer.status,
+            "label": state.officer.label,
+            "to": state.officer.to,
+        },
+        "contact_track": {
+            "status": state.contact.status,
+            "label": state.contact.label,
+            "to": state.contact.to,
+        },
+        "received_at": state.timeline[0].at if state.timeline else None,
         "timeline": [
             {
                 "at": t.at,
@@ -168,6 +206,7 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         except ValueError:
             raise _error(422, "limit", f"a whole number up to {MAX_LIST}") from None
         out = []
+        version = engine.feed.version  # read with the states: no await in between
         for s in engine.states():
             if status != "all" and s.status != status:
                 continue
@@ -177,11 +216,68 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
                 out.append(warning_view(s) | {"timeline": None})
                 if len(out) >= limit:
                     break
-        return JSONResponse({"warnings": out})
+        return JSONResponse(
+            {"warnings": out, "version": version, "now": engine.now(), "rate": clock_rate()}
+        )
 
     async def one_warning(request: Request) -> Response:
         p = principal(request)
-        return JSONResponse(warning_view(visible(p, request.path_params["warning_id"])))
+        state = visible(p, request.path_params["warning_id"])
+        view = warning_view(state)
+        view["may"] = [k for k in ACT_KINDS if may_act(p, state, k)]
+        rid = state.responders.resident
+        if rid is not None and resident_visible(p, reg, rid):
+            view["resident"] = resident_fields(p, reg, rid, acting_on=state)
+        return JSONResponse(view)
+
+    async def me(request: Request) -> Response:
+        p = principal(request)
+        return JSONResponse(
+            {"role": p.role, "subject": p.subject, "station": p.station, "token": p.token_id}
+        )
+
+    async def events(request: Request) -> Response:
+        """Server-sent events: ``changed`` with the rows that changed (or ``gone`` ids),
+        ``reset`` when the watcher fell too far behind (reload the list), a comment line as
+        heartbeat. Each event carries the engine's ``now`` and clock ``rate``."""
+        p = principal(request)
+        feed = engine.feed
+        try:
+            since = int(request.query_params.get("since", feed.version))
+        except ValueError:
+            raise _error(422, "since", "a version number from a listing or an event") from None
+
+        def frame(event: str, data: dict[str, Any]) -> bytes:
+            data |= {"now": engine.now(), "rate": clock_rate()}
+            return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+        async def stream() -> AsyncIterator[bytes]:
+            seen = since
+            yield frame("hello", {"version": feed.version})
+            while True:
+                rate = clock_rate()
+                with trio.move_on_after(HEARTBEAT_S * rate if rate > 0 else 0):
+                    await feed.wait_after(seen)
+                if feed.version <= seen:
+                    yield b": heartbeat\n\n"
+                    continue
+                seen, ids = feed.since(seen)
+                if ids is None:
+                    yield frame("reset", {"version": seen})
+                else:
+                    rows, gone = [], []
+                    for wid in ids:
+                        state = engine.status(wid)
+                        if state is not None and warning_visible(p, state):
+                            rows.append(warning_view(state) | {"timeline": None})
+                        elif state is None:
+                            gone.append(wid)
+                    if rows or gone:
+                        yield frame("changed", {"version": seen, "warnings": rows, "gone": gone})
+                await real_sleep(EVENT_INTERVAL_S)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
     async def feedback(request: Request) -> Response:
         p = principal(request)
@@ -213,21 +309,62 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         audit.record(p, f"feedback.{kind}", f"warning:{warning_id}")
         return JSONResponse({"warning_id": warning_id, "accepted": True}, status_code=202)
 
-    async def count(request: Request) -> Response:
-        p = principal(request)
+    def audience(p: Principal, request: Request) -> tuple[str, Audience]:
+        """The caller's expression, within their jurisdiction. A bad one answers 422 with
+        the message and the ``position`` (0-based, in the caller's text) at fault."""
         expr = request.query_params.get("expr", "")
         if not expr.strip():
             raise _error(422, "expr", "an audience expression, e.g. elderly & ~warned_7d")
         try:
             if p.role == "officer":
-                n = reg.view_for(p.subject or "").audience(expr).count()
-            elif p.role == "chief":
-                n = reg.audience(f"({expr}) & station:{p.station}").count()
-            else:
-                n = reg.audience(expr).count()
+                return expr, reg.view_for(p.subject or "").audience(expr)
+            if p.role == "chief":
+                scoped = reg.audience(f"station:{p.station}")
+                return expr, reg.audience(expr).within(scoped.plan)
+            return expr, reg.audience(expr)
         except AudienceError as exc:
-            raise _Refused(422, {"field": "expr", "expected": str(exc)}) from None
-        return JSONResponse({"expr": expr, "count": int(n)})
+            body = {"field": "expr", "expected": exc.message, "position": exc.pos}
+            raise _Refused(422, body) from None
+
+    async def count(request: Request) -> Response:
+        p = principal(request)
+        expr, aud = audience(p, request)
+        return JSONResponse({"expr": expr, "count": int(aud.count())})
+
+    async def preview(request: Request) -> Response:
+        p = principal(request)
+        if p.role == "admin":
+            raise _Refused(403, {"error": "admins count audiences; they do not look residents up"})
+        try:
+            limit = min(int(request.query_params.get("limit", "20")), MAX_PREVIEW)
+        except ValueError:
+            raise _error(422, "limit", f"a whole number up to {MAX_PREVIEW}") from None
+        expr, aud = audience(p, request)
+        ids = aud.ids()
+        grids = reg.jurisdiction.units["grid"]
+        rows = []
+        for rid in ids[: max(limit, 0)].tolist():
+            if not resident_visible(p, reg, rid):  # defence in depth: the audience is scoped
+                continue
+            o = int(reg.officer[rid])
+            rows.append(
+                {
+                    "id": rid,
+                    "grid": grids[int(reg.grid[rid])].key,
+                    "officer": reg.officers[o].key if o >= 0 else None,
+                    **resident_fields(p, reg, rid),
+                }
+            )
+        return JSONResponse({"expr": expr, "count": int(ids.size), "residents": rows})
+
+    def station_grids(station: str) -> set[str]:
+        j = reg.jurisdiction
+        units = j.units
+        return {
+            g.key
+            for i, g in enumerate(units["grid"])
+            if units["station"][int(j.village_station[int(j.grid_village[i])])].key == station
+        }
 
     async def stats(request: Request) -> Response:
         p = principal(request)
@@ -238,7 +375,11 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         if scope.level == "station":
             rows = [s for s in summary.stations if s.key == scope.key]
             officers = [o for o in summary.officers if o.station == scope.key]
-            return JSONResponse(msgspec.to_builtins({"stations": rows, "officers": officers}))
+            in_station = station_grids(scope.key or "")
+            grids = [g for g in summary.grids if g.key in in_station]
+            return JSONResponse(
+                msgspec.to_builtins({"stations": rows, "officers": officers, "grids": grids})
+            )
         mine = [o for o in summary.officers if o.key == scope.key]
         return JSONResponse(msgspec.to_builtins({"officers": mine}))
 
@@ -268,6 +409,13 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
     def known_campaign(campaign_id: str) -> None:
         if campaign_id not in app.campaigns.campaign_ids():
             raise _Refused(404, {"error": "no such campaign"})
+
+    async def list_campaigns(request: Request) -> Response:
+        p = principal(request)
+        if not may_campaign(p):
+            raise _Refused(403, {"error": "campaigns are for county admins and the centre"})
+        out = [msgspec.to_builtins(app.campaigns.progress(c)) for c in app.campaigns.campaign_ids()]
+        return JSONResponse({"campaigns": out})
 
     async def campaign_progress(request: Request) -> Response:
         p = principal(request)
@@ -326,9 +474,13 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         Route(f"{prefix}/warnings", guarded(list_warnings), methods=["GET"]),
         Route(f"{prefix}/warnings/{{warning_id}}", guarded(one_warning), methods=["GET"]),
         Route(f"{prefix}/warnings/{{warning_id}}/feedback", guarded(feedback), methods=["POST"]),
+        Route(f"{prefix}/me", guarded(me), methods=["GET"]),
+        Route(f"{prefix}/events", guarded(events), methods=["GET"]),
         Route(f"{prefix}/audiences/count", guarded(count), methods=["GET"]),
+        Route(f"{prefix}/audiences/preview", guarded(preview), methods=["GET"]),
         Route(f"{prefix}/stats", guarded(stats), methods=["GET"]),
         Route(f"{prefix}/campaigns", guarded(issue_campaign), methods=["POST"]),
+        Route(f"{prefix}/campaigns", guarded(list_campaigns), methods=["GET"]),
         Route(f"{prefix}/campaigns/{{campaign_id}}", guarded(campaign_progress), methods=["GET"]),
         Route(
             f"{prefix}/campaigns/{{campaign_id}}/cancel", guarded(cancel_campaign), methods=["POST"]
