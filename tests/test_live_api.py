@@ -161,7 +161,7 @@ async def test_events_after_an_ack_carry_the_new_state(tmp_path: Path) -> None:
                 assert posted.status_code == 202, posted.text
                 events = await r.events(2)
         row = events[1][1]["warnings"][0]
-        assert row["acked_by"] == "P01" and row["officer_track"]["status"] != "waiting"
+        assert row["acked_by"] == "P01" and row["officer_track"]["status"] == "done"
         bad = await c["p01"].get("/api/v1/events?since=x")
         assert bad.status_code == 422 and bad.json()["field"] == "since"
 

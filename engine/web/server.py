@@ -22,12 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from engine.access.audit import AuditLog
 from engine.access.tokens import TokenStore
 from engine.app import App
 from engine.web.api import api_routes
+from engine.web.console import console_routes
 
 log = logging.getLogger("engine.web")
 
@@ -59,13 +60,14 @@ def web_app(
             {"status": "ready", "warnings": app.engine.known, "active": app.engine.pending}
         )
 
-    routes = [
+    routes: list[Route | Mount] = [
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
     if tokens is not None and audit is not None:
         routes += api_routes(app, tokens, audit)
+        routes += console_routes()
     return Starlette(routes=routes)
 
 
