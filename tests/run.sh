@@ -5,7 +5,9 @@
 #
 # Debian packages installed here if missing: redis-server (tests start their own server on a free
 # 127.0.0.1 port, so nothing is left running), redis-sentinel (tests/test_topology.py starts
-# Sentinels the same way; without it they run as `redis-server --sentinel`) and faketime.
+# Sentinels the same way; without it they run as `redis-server --sentinel`), faketime, and
+# chromium with fonts-noto-cjk (the console's browser tests drive /usr/bin/chromium through
+# playwright; the fonts render its Chinese in the screenshots kept under tests/artifacts/).
 #
 #   bash tests/run.sh                      lint, the suite, the suite again 400 days ahead
 #   bash tests/run.sh tests/test_machine.py -x   the same, for some tests (args go to pytest)
@@ -17,6 +19,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "tests/run.sh: installing Debian packages: ${missing[*]}" >&2
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -351,10 +351,11 @@ async function pageWarning(id) {
       note.className = "error"; note.textContent = t("act.failed") + e.message;
     }
   }
-  function actions(may) {
+  function actions(w) {
+    const may = w.status === "active" ? w.may : [];
     if (!may || may.length === 0) return el("p", { class: "muted" }, t("act.none"));
     const out = [];
-    if (may.includes("ack")) out.push(el("button", { type: "button", "data-act": "ack", onclick: () => send({ type: "ack" }) }, t("act.ack")));
+    if (may.includes("ack") && !w.acked_by) out.push(el("button", { type: "button", "data-act": "ack", onclick: () => send({ type: "ack" }) }, t("act.ack")));
     if (may.includes("call")) {
       const pick = el("select", { "data-testid": "call-result" }, ["busy", "answered", "no_answer"].map((v) => el("option", { value: v }, tOr("call", v))));
       out.push(el("span", {}, pick, el("button", { type: "button", "data-act": "call", onclick: () => send({ type: "call", result: pick.value }) }, t("act.call"))));
@@ -387,7 +388,7 @@ async function pageWarning(id) {
     timeline.replaceChildren(...w.timeline.map((x) => el("li", { "data-track": x.track, "data-to": x.to },
       el("span", { class: "at" }, fmtTime(x.at)), el("span", { class: "track" }, tOr("track", x.track)),
       ` ${x.from} → ${x.to}  `, el("span", { class: "muted" }, x.reason))));
-    acts.replaceChildren(actions(w.status === "active" ? w.may : []));
+    acts.replaceChildren(actions(w));
   }
   render(w);
   show(el("h1", {}, `${t("warning.title")} ${w.id}`),
@@ -539,7 +540,7 @@ async function route() {
   leavePage();
   // A token may arrive in the fragment (simulate --serve prints such a link): keep it, drop it from the URL.
   const m = location.hash.match(/^#token=([\w-]+)/);
-  if (m) { session.token = m[1]; history.replaceState(null, "", location.pathname + "#/board"); }
+  if (m) { session.token = m[1]; session.me = null; history.replaceState(null, "", location.pathname + "#/board"); }
   if (!session.token) { session.me = null; chrome(); if (location.hash !== "#/login") { location.hash = "#/login"; return; } pageLogin(); return; }
   if (!session.me) {
     try { session.me = await api("/me"); } catch (e) { if (e.status !== 401) show(failure(e)); chrome(); return; }
