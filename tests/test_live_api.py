@@ -241,3 +241,49 @@ def test_state_feed_gives_exactly_what_changed_since(turns: list[list[str]], dat
     else:
         assert ids is not None and len(ids) == len(set(ids))
         assert set(ids) == set().union(*(s for v, s in published if v > since))
+
+
+async def test_the_new_routes_need_a_token_and_the_right_role(tmp_path: Path) -> None:
+    async with served(tmp_path) as (_app, c):
+        anonymous = httpx.AsyncClient(base_url=str(c["centre"].base_url), timeout=5)
+        async with anonymous:
+            for path in (
+                "/api/v1/me",
+                "/api/v1/events",
+                "/api/v1/audiences/preview?expr=elderly",
+                "/api/v1/campaigns",
+            ):
+                r = await anonymous.get(path)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        allowed = {
+            "/api/v1/campaigns": {"centre", "admin"},
+            "/api/v1/audiences/preview?expr=elderly": {
+                "centre",
+                "chief01",
+                "chief02",
+                "p01",
+                "p03",
+            },
+            "/api/v1/me": set(ROLES),
+        }
+        for path, who in allowed.items():
+            for role in ROLES:
+                r = await c[role].get(path)
+                assert (r.status_code == 200) == (role in who), (path, role, r.status_code)
+                assert r.status_code in (200, 403)
+
+
+async def test_the_console_is_served_with_its_security_headers(tmp_path: Path) -> None:
+    async with served(tmp_path) as (_app, c):
+        anonymous = httpx.AsyncClient(base_url=str(c["centre"].base_url), timeout=5)
+        async with anonymous:
+            home = await anonymous.get("/")
+            assert home.status_code == 307 and home.headers["location"] == "/console/"
+            page = await anonymous.get("/console/")
+            assert page.status_code == 200 and '<script src="console.js">' in page.text
+            csp = page.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "unsafe-eval" not in csp
+            script = await anonymous.get("/console/console.js")
+            assert script.status_code == 200 and "textContent" in script.text
+            # No page or script puts server data into the page as HTML.
+            assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
