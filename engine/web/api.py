@@ -52,7 +52,6 @@ from engine.access.policy import (
     warning_visible,
 )
 from engine.access.tokens import TokenStore
-from engine.app import App
 from engine.audience.expr import AudienceError
 from engine.audience.program import Audience
 from engine.campaigns.campaign import (
@@ -69,7 +68,7 @@ from engine.model import (
     decode_feedback,
     describe_target,
 )
-from engine.service import accept_campaign
+from engine.web.desk import Desk
 
 __all__ = ["API_PREFIX", "api_routes", "openapi"]
 
@@ -154,9 +153,9 @@ def warning_view(state: WarningState) -> dict[str, Any]:
     }
 
 
-def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
-    """The API's routes over a running app, its token store and its audit log."""
-    engine, reg = app.engine, app.config.registry
+def api_routes(desk: Desk, tokens: TokenStore, audit: AuditLog) -> list[Route]:
+    """The API's routes over a desk (one engine, or a group), a token store and an audit log."""
+    engine, reg = desk, desk.registry
 
     def principal(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -192,7 +191,6 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         except InvalidMessage as exc:
             audit.record(p, "warning.submit", "-", f"invalid {exc.field}")
             raise _error(422, exc.field, exc.expected) from None
-        await engine.durable()
         warning_id = json.loads(raw)["id"]
         audit.record(p, "warning.submit", f"warning:{warning_id}")
         return JSONResponse({"id": warning_id, "accepted": True}, status_code=202)
@@ -305,7 +303,6 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
             await engine.feedback(event)
         except InvalidMessage as exc:
             raise _error(422, exc.field, exc.expected) from None
-        await engine.durable()
         audit.record(p, f"feedback.{kind}", f"warning:{warning_id}")
         return JSONResponse({"warning_id": warning_id, "accepted": True}, status_code=202)
 
@@ -369,7 +366,7 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
     async def stats(request: Request) -> Response:
         p = principal(request)
         scope = stats_scope(p)
-        summary = app.summary()
+        summary = desk.summary()
         if scope.level == "county":
             return JSONResponse(msgspec.to_builtins(summary))
         if scope.level == "station":
@@ -393,7 +390,7 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         campaign_admin(p, "campaign.issue", "-")
         raw = await body(request)
         try:
-            campaign = await accept_campaign(engine, app.campaigns, raw, app.campaign_issued)
+            progress = await desk.issue_campaign(raw)
         except InvalidCampaign as exc:
             raise _error(422, exc.field, exc.expected) from None
         except DuplicateCampaign as exc:
@@ -401,39 +398,37 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
         except CampaignError as exc:
             field, _, expected = str(exc).partition(": ")
             raise _error(422, field if expected else "(campaign)", expected or str(exc)) from None
-        await engine.durable()
-        audit.record(p, "campaign.issue", f"campaign:{campaign.id}")
-        progress = msgspec.to_builtins(app.campaigns.progress(campaign.id))
+        audit.record(p, "campaign.issue", f"campaign:{progress['campaign_id']}")
         return JSONResponse(progress, status_code=202)
 
-    def known_campaign(campaign_id: str) -> None:
-        if campaign_id not in app.campaigns.campaign_ids():
+    def known_campaign(campaign_id: str) -> dict[str, Any]:
+        progress = desk.progress(campaign_id)
+        if progress is None:
             raise _Refused(404, {"error": "no such campaign"})
+        return progress
 
     async def list_campaigns(request: Request) -> Response:
         p = principal(request)
         if not may_campaign(p):
             raise _Refused(403, {"error": "campaigns are for county admins and the centre"})
-        out = [msgspec.to_builtins(app.campaigns.progress(c)) for c in app.campaigns.campaign_ids()]
-        return JSONResponse({"campaigns": out})
+        out = [desk.progress(c) for c in desk.campaign_ids()]
+        return JSONResponse({"campaigns": [x for x in out if x is not None]})
 
     async def campaign_progress(request: Request) -> Response:
         p = principal(request)
         campaign_id = request.path_params["campaign_id"]
         if not may_campaign(p):
             raise _Refused(403, {"error": "campaigns are for county admins and the centre"})
-        known_campaign(campaign_id)
-        return JSONResponse(msgspec.to_builtins(app.campaigns.progress(campaign_id)))
+        return JSONResponse(known_campaign(campaign_id))
 
     async def cancel_campaign(request: Request) -> Response:
         p = principal(request)
         campaign_id = request.path_params["campaign_id"]
         campaign_admin(p, "campaign.cancel", f"campaign:{campaign_id}")
         known_campaign(campaign_id)
-        progress = app.campaigns.cancel(campaign_id)
-        await engine.durable()
+        progress = await desk.cancel_campaign(campaign_id)
         audit.record(p, "campaign.cancel", f"campaign:{campaign_id}")
-        return JSONResponse(msgspec.to_builtins(progress))
+        return JSONResponse(progress)
 
     async def confirm_task(request: Request) -> Response:
         p = principal(request)
@@ -445,7 +440,7 @@ def api_routes(app: App, tokens: TokenStore, audit: AuditLog) -> list[Route]:
             raise _Refused(403, {"error": "officers confirm their own tasks"})
         known_campaign(campaign_id)
         try:
-            changed = app.campaigns.confirm(f"{campaign_id}/{officer}", officer)
+            changed = await desk.confirm_task(campaign_id, officer)
         except CampaignError as exc:
             raise _Refused(409, {"error": str(exc)}) from None
         audit.record(p, "campaign.confirm", target)

@@ -29,6 +29,7 @@ from engine.access.tokens import TokenStore
 from engine.app import App
 from engine.web.api import api_routes
 from engine.web.console import console_routes
+from engine.web.desk import LocalDesk
 
 log = logging.getLogger("engine.web")
 
@@ -66,7 +67,7 @@ def web_app(
         Route("/readyz", readyz),
     ]
     if tokens is not None and audit is not None:
-        routes += api_routes(app, tokens, audit)
+        routes += api_routes(LocalDesk(app), tokens, audit)
         routes += console_routes()
     return Starlette(routes=routes)
 
