@@ -260,3 +260,17 @@ def test_token_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
     assert "revoked" in run(main, ["token", "list", "--tokens", tokens]).output
     assert ROLES == ("centre", "chief", "officer", "admin")
     assert json.loads(Path(tokens).read_text())[0]["revoked"] is True
+
+
+def test_a_running_server_sees_tokens_made_and_revoked_by_another_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.json"
+    server = TokenStore.load(path)  # the serve process, loaded at start
+    made = TokenStore.load(path).create("centre", None)  # `token create`, later
+    record = server.authenticate(made)
+    assert record is not None and record.role == "centre"
+    assert TokenStore.load(path).revoke(record.id)  # `token revoke`
+    assert server.authenticate(made) is None
+    path.write_text("not json")  # a damaged file keeps what the server holds
+    assert server.authenticate(made) is None and record.id in server.records

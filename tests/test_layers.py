@@ -27,6 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.web",),
     (
         "engine.group.router",
+        "engine.group.board",
+        "engine.group.desk",
         "engine.group.member",
         "engine.group.inspect",
         "engine.group.registry_feed",

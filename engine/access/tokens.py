@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ import msgspec
 
 from engine.access.policy import ROLES, Role
 from engine.errors import WarnDispatchError
+
+log = logging.getLogger("engine.access.tokens")
 
 __all__ = ["TokenError", "TokenRecord", "TokenStore", "new_token", "parse_token"]
 
@@ -83,16 +86,41 @@ class TokenStore:
     def __init__(self, path: Path, records: dict[str, TokenRecord]) -> None:
         self.path = path
         self.records = records
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, TokenRecord]:
+        try:
+            records = msgspec.json.decode(path.read_bytes(), type=list[TokenRecord])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise TokenError(f"{path}: not a token store ({exc})") from exc
+        return {r.id: r for r in records}
 
     @classmethod
     def load(cls, path: Path) -> TokenStore:
         if not path.exists():
             return cls(path, {})
+        return cls(path, cls._read(path))
+
+    def refresh(self) -> None:
+        """Re-read the file if another process changed it (``token create`` or ``revoke``
+        beside a running server): a revoked token stops working at its next request. A file
+        that cannot be read keeps the records held (and says so in the log)."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return
+        self._seen = stamp
         try:
-            records = msgspec.json.decode(path.read_bytes(), type=list[TokenRecord])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise TokenError(f"{path}: not a token store ({exc})") from exc
-        return cls(path, {r.id: r for r in records})
+            self.records = self._read(self.path) if stamp is not None else {}
+        except (OSError, TokenError) as exc:
+            log.error("token store not re-read, keeping %d tokens: %s", len(self.records), exc)
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +133,7 @@ class TokenStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            self._seen = self._stamp()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -134,6 +163,7 @@ class TokenStore:
             token_id, secret = parse_token(token)
         except TokenError:
             return None
+        self.refresh()
         record = self.records.get(token_id)
         expected = record.sha256 if record is not None else "0" * 64
         ok = hmac.compare_digest(_digest(secret), expected)

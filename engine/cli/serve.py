@@ -149,7 +149,8 @@ journal_option = click.option(
 @click.option(
     "--http",
     metavar="HOST:PORT",
-    help="Serve /metrics (Prometheus), /healthz and /readyz here, e.g. 127.0.0.1:9400.",
+    help="Serve the API, the console (/console/), /metrics (Prometheus), /healthz and /readyz "
+    "here, e.g. 127.0.0.1:9400; with --group, for the whole group.",
 )
 def serve(
     county: Path | None,
@@ -192,8 +193,6 @@ def serve(
             parse_bind(http)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--http") from None
-        if group is not None:
-            raise click.UsageError("--http is not available with --group yet (issue 13)")
     if group is not None:
         if redis_url is None:
             raise click.UsageError("--group needs --redis URL: the group's state lives in Redis")
@@ -212,7 +211,7 @@ def serve(
             raise click.BadParameter(str(exc)) from None
         try:
             reg = open_county(county, residents, seed, out=Console(stderr=True))
-            trio.run(_serve_group, reg, _rules(rules_file), redis_url, config, stats_out)
+            trio.run(_serve_group, reg, _rules(rules_file), redis_url, config, stats_out, http)
         except WarnDispatchError as exc:
             fail(str(exc))
         return
@@ -313,9 +312,15 @@ async def _serve(
 
 
 async def _serve_group(
-    reg: Registry, rules: EscalationRules, url: str, config: GroupConfig, stats_out: Path | None
+    reg: Registry,
+    rules: EscalationRules,
+    url: str,
+    config: GroupConfig,
+    stats_out: Path | None,
+    http: str | None = None,
 ) -> None:
-    """One member of a group: until SIGINT/SIGTERM, then hand every partition back."""
+    """One member of a group: until SIGINT/SIGTERM, then hand every partition back. With
+    ``http``, this member also answers the API and the console for the whole group."""
     log = logging.getLogger("engine.serve")
     client = open_group_client(url)
     member = GroupMember(config, client, reg, rules)
@@ -324,6 +329,8 @@ async def _serve_group(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals, stop)
+            if http is not None:
+                await nursery.start(_group_http, member, http, stop)
             await member.run(stop)
             nursery.cancel_scope.cancel()
     finally:
@@ -340,6 +347,57 @@ async def _serve_group(
     if stats_out is not None:
         stats_out.write_bytes(msgspec.json.encode(member.stats.summary(until=time.time())))
         log.info("statistics of this run written to %s", stats_out)
+
+
+async def _group_http(
+    member: GroupMember,
+    bind: str,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The API and console of a group member, over the group's board (engine.group.desk)."""
+    from engine.access.audit import AuditLog
+    from engine.access.tokens import TokenStore
+    from engine.group.board import BoardMirror
+    from engine.group.desk import GroupDesk
+    from engine.web.server import desk_app, serve_http
+
+    log = logging.getLogger("engine.serve")
+    cfg = member.config
+    tokens = TokenStore.load(cache_dir() / "tokens.json")
+    audit = AuditLog(cache_dir() / f"audit-{cfg.member}.jsonl")
+    mirror = BoardMirror(member.client, member.keys)
+    desk = GroupDesk(
+        mirror,
+        member.client,
+        member.keys,
+        member.registry,
+        member.rules,
+        wait_replicas=cfg.wait_replicas,
+        wait_timeout_ms=cfg.wait_timeout_ms,
+    )
+    log.info("api: %d tokens, audit log %s", len(tokens.records), audit.path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(member._supervised, "board mirror", mirror.run)
+            asgi = desk_app(
+                desk,
+                lambda: mirror.ready.is_set() and not stop.is_set(),
+                tokens,
+                audit,
+                no_metrics="metrics are per engine; a group member does not export them yet",
+            )
+            addresses = await nursery.start(serve_http, asgi, bind, stop)
+            log.info(
+                "http: %s (/healthz, /readyz, /api/v1, /console) for group %s",
+                ", ".join(addresses),
+                cfg.name,
+            )
+            task_status.started()
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        audit.close()
 
 
 async def _with_http(

@@ -44,6 +44,7 @@ import redis
 import trio
 
 from engine.app import AppConfig, open_app
+from engine.group.board import BoardPublisher, publish_stats
 from engine.group.client import run_sync
 from engine.group.journal import RedisJournal
 from engine.group.lease import AsyncLeases
@@ -77,6 +78,9 @@ DEFAULT_GROUP_TTL_MS = 6000
 WATCHDOG_MARGIN = 0.2
 """Stop a partition this fraction of the TTL before its lease could have lapsed (clock-rate
 drift between us and Redis, and the time to stop)."""
+
+STATS_EVERY_S = 5.0
+"""How often a member publishes its statistics to the board."""
 
 SLICE_MS = 1000
 """Longest single blocking read of a partition's streams. A member blocks three readers per
@@ -121,6 +125,9 @@ class GroupConfig:
     snapshot_every: int = 50_000
     claim_idle_s: float = 10.0
     routers: bool = True
+    board: bool = True
+    """Publish owned partitions' states and this member's statistics to the group's board
+    (:mod:`engine.group.board`), so any member can answer the API for the whole group."""
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -228,7 +235,7 @@ class GroupMember:
         # Each owned partition blocks three worker threads in its stream reads (and the routers
         # three more): with trio's default of 40, lease renewals would queue behind them.
         limiter = trio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, THREADS_BASE + 4 * cfg.partitions)
+        limiter.total_tokens = max(limiter.total_tokens, THREADS_BASE + 5 * cfg.partitions)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             # The registry first: warnings for residents added since the files were written
@@ -241,6 +248,8 @@ class GroupMember:
                     nursery.start_soon(
                         self._supervised, f"router {kind}", functools.partial(self._route, kind)
                     )
+            if cfg.board:
+                nursery.start_soon(self._supervised, "board statistics", self._publish_stats)
             task_status.started()
             await self._rounds(stop)
             await self._leave()
@@ -414,15 +423,24 @@ class GroupMember:
                             app.engine.pending,
                             app.engine.unsent,
                         )
-                        await app.serve(
-                            intake,
-                            self.outbox,
-                            feedback=fb,
-                            campaigns=camp,
-                            dead_letters=self.dead,
-                            stop=o.stop,
-                            handle_signals=False,
-                        )
+                        async with trio.open_nursery() as board:
+                            if cfg.board:
+                                publisher = BoardPublisher(self.client, keys, o.token)
+                                board.start_soon(
+                                    self._supervised,
+                                    f"board p{p}",
+                                    functools.partial(publisher.run, app),
+                                )
+                            await app.serve(
+                                intake,
+                                self.outbox,
+                                feedback=fb,
+                                campaigns=camp,
+                                dead_letters=self.dead,
+                                stop=o.stop,
+                                handle_signals=False,
+                            )
+                            board.cancel_scope.cancel()
                         log.info("partition %d handed back (token %d)", p, o.token)
         except* JournalError as group:
             log.warning("partition %d (token %d) stopped: %s", p, o.token, group.exceptions[0])
@@ -459,6 +477,14 @@ class GroupMember:
             wait_timeout_ms=cfg.wait_timeout_ms,
             stats=self.router_stats[kind],
         )
+
+    async def _publish_stats(self) -> None:
+        """This member's statistics (its partitions') onto the board, every few seconds."""
+        while True:
+            await publish_stats(
+                self.client, self.keys, self.config.member, self.stats.summary(until=time.time())
+            )
+            await trio.sleep(STATS_EVERY_S)
 
     async def _supervised(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` forever; after an error (Redis failing over, a connection reset) start

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,11 +29,11 @@ from engine.access.tokens import TokenStore
 from engine.app import App
 from engine.web.api import api_routes
 from engine.web.console import console_routes
-from engine.web.desk import LocalDesk
+from engine.web.desk import Desk, LocalDesk
 
 log = logging.getLogger("engine.web")
 
-__all__ = ["parse_bind", "serve_http", "web_app"]
+__all__ = ["desk_app", "parse_bind", "serve_http", "web_app"]
 
 
 def web_app(
@@ -44,12 +44,31 @@ def web_app(
 ) -> Starlette:
     """``/metrics`` (Prometheus text format), ``/healthz`` (the process answers) and
     ``/readyz`` (the journal is restored and intake is being taken: 503 until then); with a
-    token store and an audit log, the API of :mod:`engine.web.api` too."""
+    token store and an audit log, the API of :mod:`engine.web.api` and the console too."""
+    return desk_app(
+        LocalDesk(app),
+        ready,
+        tokens,
+        audit,
+        metrics=app.metrics.registry if app.metrics is not None else None,
+    )
 
-    async def metrics(_: Request) -> Response:
-        if app.metrics is None:
-            return JSONResponse({"error": "metrics are off for this engine"}, status_code=404)
-        return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+def desk_app(
+    desk: Desk,
+    ready: Callable[[], bool],
+    tokens: TokenStore | None = None,
+    audit: AuditLog | None = None,
+    *,
+    metrics: CollectorRegistry | None = None,
+    no_metrics: str = "metrics are off for this engine",
+) -> Starlette:
+    """:func:`web_app` over any :class:`~engine.web.desk.Desk` (a group member's, say)."""
+
+    async def metrics_page(_: Request) -> Response:
+        if metrics is None:
+            return JSONResponse({"error": no_metrics}, status_code=404)
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -57,17 +76,17 @@ def web_app(
     async def readyz(_: Request) -> Response:
         if not ready():
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse(
-            {"status": "ready", "warnings": app.engine.known, "active": app.engine.pending}
-        )
+        states = list(desk.states())
+        active = sum(1 for s in states if s.status == "active")
+        return JSONResponse({"status": "ready", "warnings": len(states), "active": active})
 
     routes: list[Route | Mount] = [
-        Route("/metrics", metrics),
+        Route("/metrics", metrics_page),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
     if tokens is not None and audit is not None:
-        routes += api_routes(LocalDesk(app), tokens, audit)
+        routes += api_routes(desk, tokens, audit)
         routes += console_routes()
     return Starlette(routes=routes)
 
