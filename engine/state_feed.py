@@ -17,17 +17,20 @@ import trio
 
 __all__ = ["StateFeed"]
 
-KEEP_TURNS = 4096
-"""Loop turns whose changed ids are kept (a watcher further behind starts over)."""
+KEEP_IDS = 65_536
+"""Changed ids kept, over the most recent turns (a watcher further behind starts over): about
+half a megabyte of references, whatever the load."""
 
 
 class StateFeed:
     """Versions of the engine's warning states: ``version`` grows by one per loop turn that
     changed at least one warning."""
 
-    def __init__(self, keep: int = KEEP_TURNS) -> None:
+    def __init__(self, keep: int = KEEP_IDS) -> None:
         self.version = 0
-        self._turns: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=keep)
+        self._keep = keep
+        self._kept = 0
+        self._turns: deque[tuple[int, tuple[str, ...]]] = deque()
         self._turn: list[str] = []
         self._changed = trio.Event()
 
@@ -42,6 +45,9 @@ class StateFeed:
         ids, self._turn = tuple(dict.fromkeys(self._turn)), []
         self.version += 1
         self._turns.append((self.version, ids))
+        self._kept += len(ids)
+        while self._kept > self._keep and len(self._turns) > 1:
+            self._kept -= len(self._turns.popleft()[1])
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
