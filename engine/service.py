@@ -273,6 +273,17 @@ async def run_outbox(
             batch = await stream.receive_batch()
         except trio.EndOfChannel:
             return
+        # Whatever else is ready goes in the same send: the engine emits one batch per loop
+        # turn, and under many small intakes (HTTP submits, one warning a turn) one send per
+        # turn, each a thread hop, falls behind the loop.
+        more: list[Action] = []
+        while True:
+            try:
+                more.append(stream.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        if more:
+            batch = (*batch, *more)
         await _send(sink, batch, stats)
         engine.mark_sent([a.key for a in batch])
         for observe in observers:

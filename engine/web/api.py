@@ -76,7 +76,10 @@ API_PREFIX = "/api/v1"
 MAX_BODY = 1 << 16
 MAX_LIST = 1000
 MAX_PREVIEW = 100
-EVENT_INTERVAL_S = 0.25
+EVENT_INTERVAL_S = 0.1
+ROW_CACHE = 200_000
+"""Encoded board rows kept for the live feed (cleared whole when full)."""
+_encode = msgspec.json.Encoder().encode
 """Real seconds between two updates to one watcher: changes in between go out together."""
 HEARTBEAT_S = 15.0
 """Real seconds of silence after which a watcher gets a comment line (proxies keep it open)."""
@@ -234,6 +237,21 @@ def api_routes(desk: Desk, tokens: TokenStore, audit: AuditLog) -> list[Route]:
             {"role": p.role, "subject": p.subject, "station": p.station, "token": p.token_id}
         )
 
+    row_cache: dict[str, tuple[WarningState, msgspec.Raw]] = {}
+
+    def row_bytes(state: WarningState) -> msgspec.Raw:
+        """A warning's board row, encoded once per state (states are immutable: a change is a
+        new object) and shared by every watcher that may see it."""
+        wid = state.warning.id
+        hit = row_cache.get(wid)
+        if hit is not None and hit[0] is state:
+            return hit[1]
+        raw = msgspec.Raw(_encode(warning_view(state) | {"timeline": None}))
+        if len(row_cache) >= ROW_CACHE:
+            row_cache.clear()
+        row_cache[wid] = (state, raw)
+        return raw
+
     async def events(request: Request) -> Response:
         """Server-sent events: ``changed`` with the rows that changed (or ``gone`` ids),
         ``reset`` when the watcher fell too far behind (reload the list), a comment line as
@@ -247,7 +265,7 @@ def api_routes(desk: Desk, tokens: TokenStore, audit: AuditLog) -> list[Route]:
 
         def frame(event: str, data: dict[str, Any]) -> bytes:
             data |= {"now": engine.now(), "rate": clock_rate()}
-            return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+            return b"event: " + event.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
         async def stream() -> AsyncIterator[bytes]:
             seen = since
@@ -263,11 +281,12 @@ def api_routes(desk: Desk, tokens: TokenStore, audit: AuditLog) -> list[Route]:
                 if ids is None:
                     yield frame("reset", {"version": seen})
                 else:
-                    rows, gone = [], []
+                    rows: list[msgspec.Raw] = []
+                    gone: list[str] = []
                     for wid in ids:
                         state = engine.status(wid)
                         if state is not None and warning_visible(p, state):
-                            rows.append(warning_view(state) | {"timeline": None})
+                            rows.append(row_bytes(state))
                         elif state is None:
                             gone.append(wid)
                     if rows or gone:
