@@ -19,7 +19,7 @@ from engine.registry.registry import Registry
 from engine.registry.synthetic import GENERATOR_VERSION, generate_county
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.rules.loading import RuleError
-from simulator.replay import SimResult, replay
+from simulator.replay import Live, SimResult, replay
 from simulator.report import print_summary, write_reports
 from simulator.traffic import (
     TrafficSpec,
@@ -69,6 +69,20 @@ from simulator.traffic import (
     help="Run the engine with its journal in this (new) folder, one subfolder per run.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option(
+    "--serve",
+    "serve_at",
+    metavar="HOST:PORT",
+    help="Watch the month live: replay in real time (times --speed) with the console served "
+    "here, e.g. 127.0.0.1:8080; links with a token per role are printed.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="With --serve: simulated seconds per real second.",
+)
 def simulate(
     days: int | None,
     seed: int | None,
@@ -81,6 +95,8 @@ def simulate(
     ack_deadline: str | None,
     journal_dir: Path | None,
     progress: bool,
+    serve_at: str | None,
+    speed: float,
 ) -> None:
     """Replay a month of a county's traffic through the engine, with statistics and a report.
 
@@ -119,6 +135,18 @@ def simulate(
         spec = scaled(spec, len(reg))
         console.print(f"traffic scaled to {len(reg):,} residents (x{len(reg) / 1_300_000:.3g})")
 
+    live = None
+    if serve_at is not None:
+        if officers is not None or ack_deadline is not None:
+            fail("--serve shows one run: leave out --officers and --ack-deadline")
+        from simulator.live import LiveConsole
+
+        try:
+            live = LiveConsole(
+                serve_at, speed, lambda s: console.print(s, soft_wrap=True, highlight=False)
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--serve") from None
     runs = [("baseline", reg, rules)]
     if officers is not None or ack_deadline is not None:
         what = [
@@ -135,7 +163,7 @@ def simulate(
     try:
         for k, (label, registry, r) in enumerate(runs):
             journal = journal_dir / f"run{k}" if journal_dir is not None else None
-            results.append(_simulate_one(registry, spec, r, label, progress, journal))
+            results.append(_simulate_one(registry, spec, r, label, progress, journal, live))
     finally:
         engine_log.setLevel(level)
     print_summary(results, console)
@@ -163,10 +191,11 @@ def _simulate_one(
     label: str,
     progress: bool,
     journal: Path | None = None,
+    live: Live | None = None,
 ) -> SimResult:
     days = spec.days
     if not progress:
-        return replay(registry, spec, rules=rules, label=label, journal_dir=journal)
+        return replay(registry, spec, rules=rules, label=label, journal_dir=journal, live=live)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -181,6 +210,8 @@ def _simulate_one(
         def hook(sim_s: float, events: int) -> None:
             bar.update(task, completed=min(days, sim_s / 86400), events=events)
 
-        result = replay(registry, spec, rules=rules, label=label, hook=hook, journal_dir=journal)
+        result = replay(
+            registry, spec, rules=rules, label=label, hook=hook, journal_dir=journal, live=live
+        )
         bar.update(task, completed=days, events=result.events)
     return result

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import numpy as np
 import trio
 import trio.testing
 
-from engine.app import AppConfig, open_app
+from engine.app import App, AppConfig, open_app
 from engine.campaigns import Campaign, CampaignError, CampaignService
 from engine.journal import FsyncPolicy, Journal
 from engine.model import (
@@ -50,6 +51,17 @@ CAMPAIGN_POLL_S = 15.0
 """Simulated seconds between takes from the campaign channel while campaigns are sending. The
 channel (``engine.app.CAMPAIGN_CHANNEL``) holds several times what all accounts send in that
 time."""
+
+
+class Live(Protocol):
+    """What ``simulate --serve`` adds to a replay: a speed, a server, a wait at the end."""
+
+    speed: float
+
+    async def serve(self, app: App, *, task_status: trio.TaskStatus[None]) -> None: ...
+
+    async def linger(self) -> None: ...
+
 
 ProgressHook = Callable[[float, int], None]
 """Called about once per simulated hour with (simulated seconds, events so far)."""
@@ -85,7 +97,9 @@ class _Replay:
         engine_options: dict[str, object] | None = None,
         on_finish: Callable[[Engine, Traffic], None] | None = None,
         journal_dir: Path | None = None,
+        live: Live | None = None,
     ) -> None:
+        self.live = live
         self.engine_options = engine_options or {}
         self.journal_dir = journal_dir
         self.on_finish = on_finish
@@ -331,14 +345,19 @@ class _Replay:
             campaign_wall_clock=campaign_wall,
             stats_start=t0,
             engine_options=self.engine_options,
+            metrics=self.live is not None,
         )
         async with open_app(config) as app, trio.open_nursery() as nursery:
+            if self.live is not None:
+                await nursery.start(self.live.serve, app)
             engine, cs, recv = app.engine, app.campaigns, app.campaign_actions
             self.stats, self.recent = app.stats, app.window_tags
             nursery.start_soon(self._engine_consumer, engine)
             nursery.start_soon(self._campaign_consumer, recv)
             await self._driver(engine, cs)
             self._drain(engine, recv)
+            if self.live is not None:
+                await self.live.linger()
             pending = engine.pending
             summary = self.stats.summary(until=trio.current_time())
             if self.on_finish is not None:
@@ -358,6 +377,7 @@ def replay(
     on_finish: Callable[[Engine, Traffic], None] | None = None,
     journal_dir: Path | None = None,
     driver: type[_Replay] | None = None,
+    live: Live | None = None,
 ) -> SimResult:
     """Generate the traffic for ``spec`` and replay it through the engine; blocking.
 
@@ -366,6 +386,9 @@ def replay(
     ``journal_dir``: run the engine with its journal there (fsync policy ``none``: the
     simulation measures the engine, not the disk); it must not hold an earlier run's journal.
     ``driver``: a subclass of the replay driver (the benchmark's naive peer).
+    ``live``: replay in real time times ``live.speed`` (trio's MockClock with that rate, no
+    autojump), with ``live.serve(app)`` started beside the engine and ``live.linger()``
+    awaited when the period is over (``simulate --serve``: the console watches the month).
     """
     spec = spec or TrafficSpec()
     t_gen = time.perf_counter()
@@ -380,9 +403,15 @@ def replay(
         engine_options,
         on_finish,
         journal_dir,
+        live,
     )
     t_run = time.perf_counter()
-    pending, summary = trio.run(sim.run, clock=trio.testing.MockClock(autojump_threshold=0))
+    clock = (
+        trio.testing.MockClock(autojump_threshold=0)
+        if live is None
+        else trio.testing.MockClock(rate=live.speed)
+    )
+    pending, summary = trio.run(sim.run, clock=clock)
     return SimResult(
         label=label,
         days=spec.days,

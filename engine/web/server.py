@@ -105,15 +105,22 @@ async def serve_http(
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    time_scale: float = 1.0,
 ) -> None:
     """Serve ``asgi`` on ``bind`` until ``stop``; ``task_status`` gets the bound addresses
-    (port 0 picks a free one)."""
+    (port 0 picks a free one). ``time_scale``: trio seconds per real second (hypercorn's
+    timeouts are in trio's time; under ``simulate --serve`` it runs at the replay's speed)."""
     host, port = parse_bind(bind)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None  # access logs would carry query strings; ours stay id-free
     config.errorlog = None  # we log the bound address ourselves
-    config.graceful_timeout = 2.0
+    config.graceful_timeout = 2.0 * time_scale
+    config.keep_alive_timeout *= time_scale
+    config.startup_timeout *= time_scale
+    config.shutdown_timeout *= time_scale
+    if config.read_timeout is not None:
+        config.read_timeout = int(config.read_timeout * time_scale)
     await hypercorn_serve(
         asgi,  # type: ignore[arg-type]  # ASGI typings of the two projects differ
         config,
