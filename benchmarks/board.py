@@ -17,7 +17,7 @@ a watcher minus the time its POST was due (open loop: a request that waits for a
 connection still counts from its due time), both ``time.time()`` on this machine. Figures are
 over every (watcher, warning) pair the watcher may see on arrival (centre: all; chief: the
 station's; officer: the officer's grids); a pair never seen counts as missing. The server
-coalesces each watcher's updates: at most one ``changed`` event per 0.25 s
+coalesces each watcher's updates: at most one ``changed`` event per interval
 (``EVENT_INTERVAL_S`` in engine/web/api.py), so a warning waits up to that long behind the
 previous event even on an idle server.
 
@@ -50,6 +50,7 @@ from engine.access.tokens import TokenStore
 from engine.registry.synthetic import CountySpec, generate_county
 from engine.testing.messages import warning_bytes
 from engine.testing.redis_server import free_port
+from engine.web.api import EVENT_INTERVAL_S
 
 RESIDENTS = 200_000
 CONNECTIONS = 8  # keep-alive connections of the submitter
@@ -614,7 +615,7 @@ def report(
         make_table(
             f"Submit to the board, one serve child, {seconds:g} s per rate and phase "
             f"(commit {label}; watchers in a separate process; the feed sends each watcher at "
-            "most one update per 0.25 s)",
+            f"most one update per {EVENT_INTERVAL_S:g} s)",
             [
                 "offered",
                 "submit alone: to 202 p50 / p99",
