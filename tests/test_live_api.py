@@ -293,3 +293,23 @@ async def test_the_console_is_served_with_its_security_headers(tmp_path: Path) -
             assert script.status_code == 200 and "textContent" in script.text
             # No page or script puts server data into the page as HTML.
             assert "innerHTML" not in script.text and "insertAdjacentHTML" not in script.text
+
+
+def test_the_openapi_document_lists_every_route() -> None:
+    from starlette.routing import Route
+
+    from engine.web.api import api_routes, openapi
+
+    class _Nothing:
+        registry = None
+
+    doc = openapi()["paths"]
+    routes = api_routes(_Nothing(), None, None)  # type: ignore[arg-type]
+    for route in routes:
+        assert isinstance(route, Route)
+        if route.path.endswith("openapi.json"):
+            continue
+        assert route.path in doc, route.path
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in doc[route.path], (route.path, method)

@@ -575,12 +575,40 @@ def openapi() -> dict[str, Any]:
                     ],
                 )
             },
+            f"{API_PREFIX}/audiences/preview": {
+                "get": op(
+                    "The count and the first residents (masked), within the caller's "
+                    "jurisdiction; not for admins",
+                    parameters=[
+                        {
+                            "name": "expr",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "maximum": MAX_PREVIEW},
+                        },
+                    ],
+                )
+            },
+            f"{API_PREFIX}/me": {"get": op("The caller's role, subject and station")},
+            f"{API_PREFIX}/events": {
+                "get": op(
+                    "Server-sent events: `changed` (rows and `gone` ids), `reset`, heartbeats; "
+                    "each with the engine's `now` and clock `rate`",
+                    parameters=[{"name": "since", "in": "query", "schema": {"type": "integer"}}],
+                )
+            },
             f"{API_PREFIX}/stats": {"get": op("Statistics within the caller's scope")},
             f"{API_PREFIX}/campaigns": {
+                "get": op("Every campaign's progress (admin, centre)"),
                 "post": op(
                     "Issue a campaign (admin, centre)",
                     requestBody={"content": {"application/json": {"schema": campaign}}},
-                )
+                ),
             },
             f"{API_PREFIX}/campaigns/{{campaign_id}}": {"get": op("A campaign's progress")},
             f"{API_PREFIX}/campaigns/{{campaign_id}}/cancel": {"post": op("Cancel a campaign")},
