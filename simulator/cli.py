@@ -6,11 +6,15 @@ command finds it through the ``warn_dispatch.commands`` entry point (see pyproje
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 from pathlib import Path
 
 import click
 import msgspec
+from click.core import ParameterSource
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.cli.common import cache_dir, console, county_option, county_spec, fail, open_county
@@ -101,7 +105,19 @@ def simulate(
     """Replay a month of a county's traffic through the engine, with statistics and a report.
 
     What-if options (--officers, --ack-deadline) also run the baseline and compare them.
+    --serve replays one run live, at --speed, with the console served beside the engine.
     """
+    if serve_at is not None:
+        if officers is not None or ack_deadline is not None:
+            fail("--serve shows one run live: leave out --officers and --ack-deadline")
+        from engine.web.server import parse_bind  # the web stack, only when serving
+
+        try:
+            _check_bind(*parse_bind(serve_at))
+        except (ValueError, OSError) as exc:
+            fail(f"--serve {serve_at}: {exc}")
+    elif click.get_current_context().get_parameter_source("speed") != ParameterSource.DEFAULT:
+        fail("--speed is the speed of a live run: give --serve HOST:PORT too")
     try:
         spec = load_traffic_spec(spec_file) if spec_file else TrafficSpec()
         changes: dict[str, object] = {}
@@ -135,18 +151,6 @@ def simulate(
         spec = scaled(spec, len(reg))
         console.print(f"traffic scaled to {len(reg):,} residents (x{len(reg) / 1_300_000:.3g})")
 
-    live = None
-    if serve_at is not None:
-        if officers is not None or ack_deadline is not None:
-            fail("--serve shows one run: leave out --officers and --ack-deadline")
-        from simulator.live import LiveConsole
-
-        try:
-            live = LiveConsole(
-                serve_at, speed, lambda s: console.print(s, soft_wrap=True, highlight=False)
-            )
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--serve") from None
     runs = [("baseline", reg, rules)]
     if officers is not None or ack_deadline is not None:
         what = [
@@ -160,15 +164,36 @@ def simulate(
     engine_log = logging.getLogger("engine")
     level = engine_log.level
     engine_log.setLevel(logging.ERROR)  # simulated people send late feedback: dead letters
-    try:
-        for k, (label, registry, r) in enumerate(runs):
-            journal = journal_dir / f"run{k}" if journal_dir is not None else None
-            results.append(_simulate_one(registry, spec, r, label, progress, journal, live))
-    finally:
-        engine_log.setLevel(level)
+    with contextlib.ExitStack() as stack:
+        live = None
+        if serve_at is not None:
+            from simulator.live import LiveConsole  # the web stack, only when serving
+
+            live = stack.enter_context(LiveConsole(serve_at, speed, _say))
+        try:
+            for k, (label, registry, r) in enumerate(runs):
+                journal = journal_dir / f"run{k}" if journal_dir is not None else None
+                results.append(_simulate_one(registry, spec, r, label, progress, journal, live))
+        finally:
+            engine_log.setLevel(level)
+        if live is not None and live.interrupted:
+            sys.exit(130)  # as a shell reports Ctrl-C
     print_summary(results, console)
     json_path, html_path = write_reports(results, out)
     console.print(f"wrote {json_path} and {html_path}")
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind and let go, as hypercorn will (address reuse on), so that a port in use is told
+    now, before the county and the traffic are made, rather than as a traceback."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+
+
+def _say(text: str) -> None:
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
 def _county_with_officers(residents: int | None, officers: int) -> Registry:
@@ -213,5 +238,6 @@ def _simulate_one(
         result = replay(
             registry, spec, rules=rules, label=label, hook=hook, journal_dir=journal, live=live
         )
-        bar.update(task, completed=days, events=result.events)
+        if live is None or not live.interrupted:
+            bar.update(task, completed=days, events=result.events)
     return result

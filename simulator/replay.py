@@ -10,6 +10,10 @@ actors' reaction heap, handing everything due in one batch (``submit_many``,
 ``feedback_many``, bulk chat arrays); two consumer tasks take the engine's outbox in batches
 (``receive_batch``) and the campaign channel (drained with ``receive_nowait``) and feed the
 recorder and the actors. Nothing waits per event.
+
+With a ``live`` console (``simulate --serve``, :mod:`simulator.live`) the clock does not jump:
+it runs at ``speed`` simulated seconds per real second, and the engine's HTTP side is served
+beside the engine in the same trio run.
 """
 
 from __future__ import annotations
@@ -54,11 +58,21 @@ time."""
 
 
 class Live(Protocol):
-    """What ``simulate --serve`` adds to a replay: a speed, a server, a wait at the end."""
+    """What ``simulate --serve`` adds to a replay (:class:`simulator.live.LiveConsole`): a
+    speed, a server started beside the engine, and a wait once the period is over.
+
+    ``serve(app, end_period)`` runs until the replay's nursery is cancelled; it may call
+    ``end_period()`` to end the period early (Ctrl-C while the month plays). When the period
+    is over (or ended), the replay takes its results, then awaits ``linger()`` before it
+    closes the engine."""
 
     speed: float
+    interrupted: bool
+    """The live side ended the period early."""
 
-    async def serve(self, app: App, *, task_status: trio.TaskStatus[None]) -> None: ...
+    async def serve(
+        self, app: App, end_period: Callable[[], None], *, task_status: trio.TaskStatus[None]
+    ) -> None: ...
 
     async def linger(self) -> None: ...
 
@@ -100,6 +114,7 @@ class _Replay:
         live: Live | None = None,
     ) -> None:
         self.live = live
+        self.live_wall_end = 0.0
         self.engine_options = engine_options or {}
         self.journal_dir = journal_dir
         self.on_finish = on_finish
@@ -347,21 +362,24 @@ class _Replay:
             engine_options=self.engine_options,
             metrics=self.live is not None,
         )
+        period = trio.CancelScope()  # the live console may end the period early
         async with open_app(config) as app, trio.open_nursery() as nursery:
             if self.live is not None:
-                await nursery.start(self.live.serve, app)
+                await nursery.start(self.live.serve, app, period.cancel)
             engine, cs, recv = app.engine, app.campaigns, app.campaign_actions
             self.stats, self.recent = app.stats, app.window_tags
             nursery.start_soon(self._engine_consumer, engine)
             nursery.start_soon(self._campaign_consumer, recv)
-            await self._driver(engine, cs)
+            with period:
+                await self._driver(engine, cs)
             self._drain(engine, recv)
-            if self.live is not None:
-                await self.live.linger()
             pending = engine.pending
             summary = self.stats.summary(until=trio.current_time())
             if self.on_finish is not None:
                 self.on_finish(engine, self.traffic)
+            if self.live is not None:  # the results are taken: the console shows them
+                self.live_wall_end = time.perf_counter()  # lingering is not replaying
+                await self.live.linger()
             nursery.cancel_scope.cancel()
         return pending, summary
 
@@ -387,8 +405,9 @@ def replay(
     simulation measures the engine, not the disk); it must not hold an earlier run's journal.
     ``driver``: a subclass of the replay driver (the benchmark's naive peer).
     ``live``: replay in real time times ``live.speed`` (trio's MockClock with that rate, no
-    autojump), with ``live.serve(app)`` started beside the engine and ``live.linger()``
-    awaited when the period is over (``simulate --serve``: the console watches the month).
+    autojump), with ``live.serve`` started beside the engine and ``live.linger()`` awaited
+    when the period is over (``simulate --serve``: the console watches the month; see
+    :class:`Live`).
     """
     spec = spec or TrafficSpec()
     t_gen = time.perf_counter()
@@ -412,12 +431,13 @@ def replay(
         else trio.testing.MockClock(rate=live.speed)
     )
     pending, summary = trio.run(sim.run, clock=clock)
+    wall_end = sim.live_wall_end if live is not None else time.perf_counter()
     return SimResult(
         label=label,
         days=spec.days,
         residents=len(registry),
         officers=len(registry.officers),
-        wall_s=time.perf_counter() - t_run,
+        wall_s=wall_end - t_run,
         generate_s=generate_s,
         events=sim.events,
         pending=pending,

@@ -27,13 +27,13 @@ from starlette.routing import Mount, Route
 from engine.access.audit import AuditLog
 from engine.access.tokens import TokenStore
 from engine.app import App
-from engine.web.api import api_routes
+from engine.web.api import api_routes, clock_rate
 from engine.web.console import console_routes
 from engine.web.desk import Desk, LocalDesk
 
 log = logging.getLogger("engine.web")
 
-__all__ = ["desk_app", "parse_bind", "serve_http", "web_app"]
+__all__ = ["desk_app", "http_config", "parse_bind", "serve_http", "web_app"]
 
 
 def web_app(
@@ -105,25 +105,43 @@ async def serve_http(
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-    time_scale: float = 1.0,
+    time_scale: float | None = None,
 ) -> None:
     """Serve ``asgi`` on ``bind`` until ``stop``; ``task_status`` gets the bound addresses
-    (port 0 picks a free one). ``time_scale``: trio seconds per real second (hypercorn's
-    timeouts are in trio's time; under ``simulate --serve`` it runs at the replay's speed)."""
+    (port 0 picks a free one). ``time_scale``: see :func:`http_config`."""
+    await hypercorn_serve(
+        asgi,  # type: ignore[arg-type]  # ASGI typings of the two projects differ
+        http_config(bind, time_scale),
+        shutdown_trigger=stop.wait,
+        task_status=task_status,
+    )
+
+
+def http_config(bind: str, time_scale: float | None = None) -> Config:
+    """hypercorn's configuration for :func:`serve_http` (call it inside ``trio.run``).
+
+    hypercorn's timeouts (keep-alive, read, graceful shutdown, ...) are in trio's seconds. Under
+    a clock that runs at N trio seconds per real second (``MockClock(rate=N)``, as in
+    ``simulate --serve``) they are multiplied by ``time_scale`` so they last as long in real
+    time as under the real clock. ``None``: the current clock's rate when it runs at a
+    positive rate, else 1 (the real clock, or an autojumping MockClock): nothing changes."""
+    if time_scale is None:
+        rate = clock_rate()
+        time_scale = rate if rate > 0 else 1.0
     host, port = parse_bind(bind)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None  # access logs would carry query strings; ours stay id-free
     config.errorlog = None  # we log the bound address ourselves
-    config.graceful_timeout = 2.0 * time_scale
-    config.keep_alive_timeout *= time_scale
-    config.startup_timeout *= time_scale
-    config.shutdown_timeout *= time_scale
-    if config.read_timeout is not None:
-        config.read_timeout = int(config.read_timeout * time_scale)
-    await hypercorn_serve(
-        asgi,  # type: ignore[arg-type]  # ASGI typings of the two projects differ
-        config,
-        shutdown_trigger=stop.wait,
-        task_status=task_status,
-    )
+    config.graceful_timeout = 2.0
+    if time_scale != 1.0:
+        config.graceful_timeout *= time_scale
+        config.keep_alive_timeout *= time_scale
+        config.ssl_handshake_timeout *= time_scale
+        config.startup_timeout *= time_scale
+        config.shutdown_timeout *= time_scale
+        if config.read_timeout is not None:  # an int in hypercorn's typing
+            config.read_timeout = max(1, round(config.read_timeout * time_scale))
+        if config.websocket_ping_interval is not None:
+            config.websocket_ping_interval *= time_scale
+    return config
