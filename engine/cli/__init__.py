@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import click
 
-from engine.cli import audience, campaign, county, demo, group, reference, serve, token
+from engine.cli import audience, campaign, county, demo, group, reference, rules, serve, token
 from engine.cli.reference import MESSAGES
 
 __all__ = ["MESSAGES", "main"]
@@ -56,3 +56,4 @@ main.add_command(serve.serve)
 main.add_command(serve.status)
 main.add_command(group.group)
 main.add_command(token.token)
+main.add_command(rules.rules)
