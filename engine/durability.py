@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from engine.incidents import ALONE, Decision, apply, area_alert_action
 from engine.journal.disk import JournalError
-from engine.machine import TICK, Event, Intake, WarningState, step
+from engine.machine import TICK, Event, Intake, LinkWhy, WarningState
 from engine.model import Action, FeedbackEvent, Responders, WarningInstruction
 from engine.rules.escalation import EscalationRules
 
@@ -37,11 +38,20 @@ SNAPSHOT_VERSION = 1
 
 
 class Accepted(msgspec.Struct, frozen=True, gc=False, tag="a", array_like=True):
-    """A warning instruction the engine applied at ``at``, with whom it resolved to."""
+    """A warning instruction the engine applied at ``at``, with whom it resolved to, and what
+    correlation decided (later fields have defaults, so older journals still decode)."""
 
     at: float
     warning: WarningInstruction
     responders: Responders
+    incident: str | None = None
+    why: LinkWhy = "correlated"
+    ordinal: int = 0
+    area_alert: bool = False
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.incident, self.why, self.area_alert)
 
 
 class Fed(msgspec.Struct, frozen=True, gc=False, tag="f", array_like=True):
@@ -127,9 +137,9 @@ def decode_snapshot(data: bytes) -> EngineSnapshot:
     return snap
 
 
-def intake_event(warning: WarningInstruction, responders: Responders) -> Intake:
+def intake_event(warning: WarningInstruction, responders: Responders, ordinal: int = 0) -> Intake:
     """The machine's intake event; expiry is the warning's own wall-clock time."""
-    return Intake(warning, responders, warning.expires.timestamp())
+    return Intake(warning, responders, warning.expires.timestamp(), ordinal)
 
 
 @dataclass
@@ -147,6 +157,8 @@ class Rebuilt:
     records: int = 0
     failed_steps: int = 0
     last_at: float = 0.0
+    ordinal: int = 0
+    """The highest intake number replayed: the live loop numbers on from there."""
 
 
 def rebuild(
@@ -167,6 +179,7 @@ def rebuild(
         rec = decode_record(raw)
         out.records += 1
         event: Event
+        decision = ALONE
         if isinstance(rec, Sent):
             for key in rec.keys:
                 unsent.pop(key, None)
@@ -190,21 +203,25 @@ def rebuild(
             event = TICK
         elif isinstance(rec, Accepted):
             wid = rec.warning.id
-            event = intake_event(rec.warning, rec.responders)
+            event = intake_event(rec.warning, rec.responders, rec.ordinal)
+            decision = rec.decision
+            out.ordinal = max(out.ordinal, rec.ordinal)
+            if rec.area_alert:
+                alert = area_alert_action(rec.warning, rec.responders, rules.correlation)
+                unsent[alert.key] = alert
         else:
             wid = rec.event.warning_id
             event = rec.event
         out.last_at = max(out.last_at, rec.at)
         try:
-            new, actions, _ = step(states.get(wid), event, rec.at, rules)
+            changes = apply(states, wid, event, rec.at, rules, decision)
         except Exception:  # the live loop dead-lettered this too
             out.failed_steps += 1
             continue
-        if new is None:
-            continue
-        states[wid] = new
-        for a in actions:
-            unsent[a.key] = a
+        for w, _, new, actions, _ in changes or ():
+            states[w] = new
+            for a in actions:
+                unsent[a.key] = a
     return out
 
 

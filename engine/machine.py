@@ -35,13 +35,17 @@ from engine.model import (
     describe_target,
     target_type,
 )
-from engine.rules.escalation import EscalationRules, LevelPolicy
+from engine.privacy import mask_phone
+from engine.rules.escalation import EscalationRules
 
 INF: Final = math.inf
 
-Status = Literal["active", "closed", "cancelled", "expired"]
+Status = Literal["active", "closed", "cancelled", "expired", "linked"]
+"""``linked``: the warning joined another's incident (correlation or inhibition); that one's
+ladder works both, and this one ends as that one ends."""
 TrackStatus = Literal["off", "running", "done", "exhausted"]
-"""``off``: nothing to do (no ladder or nobody to reach); ``done``: acked / resident reached."""
+"""``off``: nothing to do (no ladder or nobody to reach); ``done``: acked / resident reached.
+An acked officer track keeps a deadline when the rules set an ack timeout (see ``_ack_timeout``)."""
 
 
 class Track(msgspec.Struct, frozen=True, gc=False):
@@ -89,6 +93,14 @@ class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     timeline: tuple[Transition, ...] = ()
     duplicates: int = 0
     ignored: int = 0
+    ordinal: int = 0
+    """The warning's intake number: round robin among officers on duty together."""
+    reopened: int = 0
+    """Bit ``i`` set: an ack at officer rung ``i`` has already timed out once."""
+    sources: tuple[str, ...] = ()
+    """Other warnings joined to this one's incident (correlated reports, inhibited pushes)."""
+    incident: str | None = None
+    """For a ``linked`` warning: the id of the warning whose ladder works it."""
 
     @property
     def next_deadline(self) -> float | None:
@@ -100,11 +112,39 @@ class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 class Intake(msgspec.Struct, frozen=True, gc=False):
     """An alert, update or cancel, with what the shell resolved: who answers for the target and
-    the expiry on the engine's clock (epoch seconds)."""
+    the expiry on the engine's clock (epoch seconds); ``ordinal`` numbers intakes (round robin)."""
 
     warning: WarningInstruction
     responders: Responders
     expires_at: float
+    ordinal: int = 0
+
+
+LinkWhy = Literal["correlated", "inhibited"]
+
+
+class Link(msgspec.Struct, frozen=True, gc=False):
+    """Sent to an incident's first warning: another warning joins it. The most urgent level
+    wins (the ladders re-plan as for an update that raises the level)."""
+
+    intake: Intake
+    why: LinkWhy = "correlated"
+
+
+class Joined(msgspec.Struct, frozen=True, gc=False):
+    """A new warning that joins the incident of warning ``incident`` instead of its own ladder."""
+
+    intake: Intake
+    incident: str
+    why: LinkWhy = "correlated"
+
+
+class IncidentEnded(msgspec.Struct, frozen=True, gc=False):
+    """The incident a ``linked`` warning joined has ended: it ends the same way."""
+
+    incident: str
+    status: Status
+    outcome: OutcomeKind | None = None
 
 
 class Tick(msgspec.Struct, frozen=True, gc=False):
@@ -113,7 +153,7 @@ class Tick(msgspec.Struct, frozen=True, gc=False):
 
 TICK: Final = Tick()
 
-Event = Intake | FeedbackEvent | Tick
+Event = Intake | FeedbackEvent | Tick | Link | Joined | IncidentEnded
 StepResult = tuple["WarningState | None", tuple[Action, ...], "float | None"]
 
 
@@ -171,14 +211,15 @@ def validate_arrival(warning: WarningInstruction, now: float) -> None:
 class _Step:
     """Scratch space for one call of :func:`step`: collects actions and timeline lines."""
 
-    __slots__ = ("actions", "cause", "lines", "now", "policy", "s")
+    __slots__ = ("actions", "cause", "lines", "now", "policy", "rules", "s")
 
     def __init__(
-        self, s: WarningState, now: float, policy: LevelPolicy, cause: Cause = "new"
+        self, s: WarningState, now: float, rules: EscalationRules, cause: Cause = "new"
     ) -> None:
         self.s = s
         self.now = now
-        self.policy = policy
+        self.rules = rules
+        self.policy = rules.policy(s.warning.kind, s.plan_level)
         self.cause: Cause = cause
         """The cause of what this step writes, unless a line or action names its own."""
         self.actions: list[Action] = []
@@ -205,6 +246,14 @@ class _Step:
         cause: Cause | None = None,
     ) -> Action:
         w = self.s.warning
+        exercise = w.status == "exercise"
+        if exercise:  # the real ladder, the exercise's people (see engine.model.WarningStatus)
+            recipients = self.rules.correlation.exercise.recipients
+            real = f"phone {mask_phone(to)}" if to.startswith("phone:") else to
+            reason = f"exercise, in place of {real}: {reason}"
+            to = recipients[(step + attempt - 1) % len(recipients)]
+            if action in ("call", "chat", "visit", "broadcast"):
+                action = "inform"  # never a resident's phone, chat or door
         a = Action(
             key=key,
             warning_id=w.id,
@@ -216,6 +265,7 @@ class _Step:
             attempt=attempt,
             reason=reason,
             cause=cause or self.cause,
+            exercise=exercise,
         )
         self.actions.append(a)
         return a
@@ -245,11 +295,11 @@ def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
         who = s.responders.officer(rung.role)
         if who is not None:
             key = f"{s.warning.id}/{s.revision}/o{index}/{attempt}"
-            c.emit("notify_officer", who, index, attempt, key, why)
-            c.notified(who)
+            to = c.emit("notify_officer", who, index, attempt, key, why).to
+            c.notified(to)
             label = f"{rung.role}#{attempt}"
             c.line("officer", frm, label, why)
-            return Track("running", index, attempt, c.now + rung.ack_within_s, key, who, label)
+            return Track("running", index, attempt, c.now + rung.ack_within_s, key, to, label)
         unknown = s.responders.unresolved or "not in the directory"
         c.line(
             "officer",
@@ -273,6 +323,30 @@ def _officer_timeout(c: _Step) -> Track:
         return _officer_enter(c, t.step, t.attempt + 1, f"{why}: repeat")
     c.cause = "escalation"
     return _officer_enter(c, t.step + 1, 1, f"{why}: escalate")
+
+
+def _ack_timeout(c: _Step) -> None:
+    """Acknowledged, and no outcome by the deadline (PagerDuty's acknowledgement timeout): the
+    officer ladder re-opens. Once per rung: the first time at the acked rung (whoever is on duty
+    now), after that one rung up; so an acked warning re-opens at most twice per rung, and never
+    once it has ended (ending clears every deadline)."""
+    t = c.s.officer
+    timeout = c.policy.ack_timeout_s
+    bit = 1 << t.step
+    again = not c.s.reopened & bit
+    index = t.step if again else t.step + 1
+    why = f"acknowledged but no outcome within {timeout:g} s: re-open the officer ladder"
+    c.cause = "ack_timeout"
+    c.s = msgspec.structs.replace(c.s, reopened=c.s.reopened | bit, revision=c.s.revision + 1)
+    if index >= len(c.policy.officers):
+        c.line("officer", t.label, "exhausted", f"{why}, but no rung is left", "ack_timeout")
+        c.s = msgspec.structs.replace(
+            c.s, officer=Track("exhausted", t.step, t.attempt, INF, "", t.to, "exhausted")
+        )
+        return
+    c.s = msgspec.structs.replace(c.s, officer=msgspec.structs.replace(t, label="reopened"))
+    officer = _officer_enter(c, index, 1, why)
+    c.s = msgspec.structs.replace(c.s, officer=officer)
 
 
 # --- contact ladder ---------------------------------------------------------------------------
@@ -304,9 +378,9 @@ def _contact_enter(c: _Step, index: int, attempt: int, why: str) -> Track | None
         to = _contact_address(s, rung.channel, attempt)
         if to is not None:
             key = f"{s.warning.id}/{s.revision}/c{index}/{attempt}"
-            c.emit(rung.channel, to, index, attempt, key, why)
-            if rung.channel == "visit":
-                c.notified(to)
+            sent = c.emit(rung.channel, to, index, attempt, key, why)
+            if rung.channel == "visit" or sent.exercise:
+                c.notified(sent.to)
             label = f"{rung.channel}#{attempt}"
             c.line("contact", frm, label, why)
             return Track("running", index, attempt, c.now + rung.within_s, key, to, label)
@@ -374,9 +448,13 @@ def _end(c: _Step, status: Status, outcome: OutcomeKind | None, why: str, cause:
 def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResult:
     w = ev.warning
     s = WarningState(
-        warning=w, responders=ev.responders, expires_at=ev.expires_at, plan_level=w.level
+        warning=w,
+        responders=ev.responders,
+        expires_at=ev.expires_at,
+        plan_level=w.level,
+        ordinal=ev.ordinal,
     )
-    c = _Step(s, now, rules.policy(w.kind, w.level))
+    c = _Step(s, now, rules)
     c.line(
         "warning",
         "new",
@@ -399,7 +477,7 @@ def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResu
 
 def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> StepResult:
     new, old = ev.warning, s.warning
-    c = _Step(s, now, rules.policy(old.kind, s.plan_level), "update")
+    c = _Step(s, now, rules, "update")
     if new.kind != old.kind or new.target != old.target:
         what = "kind" if new.kind != old.kind else "target"
         c.line("warning", s.status, s.status, f"update rejected: it changes the {what}")
@@ -423,28 +501,30 @@ def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> 
     c.line(
         "warning", f"level {old.level}", f"level {new.level}", "update raised the level: re-plan"
     )
-    c.s = s = msgspec.structs.replace(s, plan_level=new.level, revision=s.revision + 1)
-    c.policy = rules.policy(new.kind, new.level)
     if ev.expires_at <= now:
+        c.s = msgspec.structs.replace(s, plan_level=new.level, revision=s.revision + 1)
         _end(c, "expired", _expiry_outcome(c.s), "update moved expiry into the past", "expiry")
         return c.finish()
-    # Officers: an ack stands (an acked step never escalates), the acking officer is informed.
+    _replan(c, new.level, f"level raised to {new.level}")
+    return c.finish()
+
+
+def _replan(c: _Step, level: int, why: str) -> None:
+    """Switch to ``level``'s ladders (more urgent than the running ones) at the same rungs,
+    deadlines from now. An ack stands (an acked step never escalates): the acking officer is
+    informed instead."""
+    s = c.s = msgspec.structs.replace(c.s, plan_level=level, revision=c.s.revision + 1)
+    w = s.warning
+    c.policy = c.rules.policy(w.kind, level)
     if s.officer.status == "done":
         assert s.acked_by is not None
-        c.emit(
-            "inform",
-            s.acked_by,
-            s.officer.step,
-            1,
-            f"{new.id}/{s.revision}/inform",
-            f"level raised to {new.level}",
-        )
+        c.emit("inform", s.acked_by, s.officer.step, 1, f"{w.id}/{s.revision}/inform", why)
     else:
         index = min(s.officer.step, len(c.policy.officers) - 1)
         officer = _officer_enter(c, index, 1, "level raised")
         c.s = msgspec.structs.replace(c.s, officer=officer)
     # Contact: re-plan from the same rung under the new ladder, unless already reached.
-    area = isinstance(new.target, AreaTarget)
+    area = isinstance(w.target, AreaTarget)
     if c.policy.contact and not area and c.s.contact.status in ("running", "off"):
         index = min(c.s.contact.step, len(c.policy.contact) - 1)
         contact = _contact_enter(c, index, 1, "level raised")
@@ -454,7 +534,6 @@ def _update(s: WarningState, ev: Intake, now: float, rules: EscalationRules) -> 
         t = c.s.contact
         c.line("contact", t.label, "off", "the new level has no contact ladder")
         c.s = msgspec.structs.replace(c.s, contact=OFF)
-    return c.finish()
 
 
 def _expiry_outcome(s: WarningState) -> OutcomeKind | None:
@@ -463,7 +542,7 @@ def _expiry_outcome(s: WarningState) -> OutcomeKind | None:
 
 
 def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
-    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level))
+    c = _Step(s, now, rules)
     if now >= s.expires_at:
         outcome = _expiry_outcome(s)
         _end(c, "expired", outcome, "expired without an outcome", "expiry")
@@ -482,6 +561,8 @@ def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
     if s.officer.status == "running" and now >= s.officer.deadline:
         officer = _officer_timeout(c)
         c.s = msgspec.structs.replace(c.s, officer=officer)
+    elif s.officer.status == "done" and now >= s.officer.deadline:
+        _ack_timeout(c)
     if c.s.contact.status == "running" and now >= c.s.contact.deadline:
         rung = c.policy.contact[c.s.contact.step]
         waited = {"call": "no call result", "chat": "message unread", "visit": "no visit report"}
@@ -494,16 +575,23 @@ def _tick(s: WarningState, now: float, rules: EscalationRules) -> StepResult:
 def _feedback(s: WarningState, ev: FeedbackEvent, now: float, rules: EscalationRules) -> StepResult:
     if s.status != "active":
         return msgspec.structs.replace(s, ignored=s.ignored + 1), (), None
-    c = _Step(s, now, rules.policy(s.warning.kind, s.plan_level), "feedback")
+    c = _Step(s, now, rules, "feedback")
     if isinstance(ev, Outcome):
         _end(c, "closed", ev.outcome, f"outcome reported: {ev.outcome}", "outcome")
     elif isinstance(ev, Acknowledged):
-        if s.officer.status == "done":
+        if s.officer.status == "done":  # a second ack: the first stands, its timeout too
             return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
         t = s.officer
-        c.line("officer", t.label, "acked", f"acknowledged by {ev.officer}")
+        timeout = c.policy.ack_timeout_s
+        deadline = INF if timeout is None else now + timeout
+        why = f"acknowledged by {ev.officer}"
+        if timeout is not None:
+            why += f"; an outcome is due within {timeout:g} s"
+        c.line("officer", t.label, "acked", why)
         c.s = msgspec.structs.replace(
-            s, acked_by=ev.officer, officer=Track("done", t.step, t.attempt, INF, "", t.to, "acked")
+            s,
+            acked_by=ev.officer,
+            officer=Track("done", t.step, t.attempt, deadline, "", t.to, "acked"),
         )
     elif s.contact.status == "done":
         return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
@@ -528,6 +616,77 @@ def _feedback(s: WarningState, ev: FeedbackEvent, now: float, rules: EscalationR
     return c.finish()
 
 
+# --- incidents (correlation, inhibition) --------------------------------------------------------
+
+
+def _link(s: WarningState, ev: Link, now: float, rules: EscalationRules) -> StepResult:
+    """Another warning joins this one's incident: linked, the expiry the later of the two, and
+    the more urgent level re-plans the ladders; an officer who already acked is told."""
+    if s.status != "active":
+        return msgspec.structs.replace(s, ignored=s.ignored + 1), (), None
+    w = ev.intake.warning
+    c = _Step(s, now, rules, "linked")
+    joined = "joins this incident" if ev.why == "correlated" else "is covered by this warning"
+    c.line(
+        "warning",
+        s.status,
+        s.status,
+        f"warning {w.id} ({w.kind} level {w.level}, {describe_target(w.target)}) {joined}",
+    )
+    sources = s.sources if w.id in s.sources else (*s.sources, w.id)
+    c.s = msgspec.structs.replace(
+        s, sources=sources, expires_at=max(s.expires_at, ev.intake.expires_at)
+    )
+    if w.level < s.plan_level:
+        _replan(c, w.level, f"linked warning {w.id} raised the level to {w.level}")
+    elif s.officer.status == "done" and s.acked_by is not None:
+        key = f"{s.warning.id}/{s.revision}/linked/{w.id}"
+        c.emit("inform", s.acked_by, s.officer.step, 1, key, f"warning {w.id} {joined}")
+    return c.finish()
+
+
+def _joined(ev: Joined, now: float) -> StepResult:
+    """A new warning that another warning's ladder will work: recorded, never laddered."""
+    it = ev.intake
+    w = it.warning
+    how = "correlated with" if ev.why == "correlated" else "inhibited by the area warning"
+    s = WarningState(
+        warning=w,
+        responders=it.responders,
+        expires_at=it.expires_at,
+        status="linked",
+        plan_level=w.level,
+        ordinal=it.ordinal,
+        incident=ev.incident,
+        timeline=(
+            Transition(
+                now,
+                "warning",
+                "new",
+                "linked",
+                f"{w.kind} level {w.level} for {describe_target(w.target)}: {how} "
+                f"{ev.incident}, whose ladder works it",
+                "linked",
+            ),
+        ),
+    )
+    return s, (), None
+
+
+def _incident_ended(s: WarningState, ev: IncidentEnded, now: float) -> StepResult:
+    if s.status != "linked" or s.incident != ev.incident:
+        return msgspec.structs.replace(s, ignored=s.ignored + 1), (), s.next_deadline
+    why = f"incident {ev.incident} {ev.status}" + (f": {ev.outcome}" if ev.outcome else "")
+    line = Transition(now, "warning", "linked", ev.status, why, "linked")
+    return (
+        msgspec.structs.replace(
+            s, status=ev.status, outcome=ev.outcome, timeline=(*s.timeline, line)
+        ),
+        (),
+        None,
+    )
+
+
 def step(
     state: WarningState | None, event: Event, now: float, rules: EscalationRules
 ) -> StepResult:
@@ -541,6 +700,16 @@ def step(
         if state is None or state.status != "active":
             return state, (), None
         return _tick(state, now, rules)
+    if isinstance(event, Link | Joined | IncidentEnded):
+        if isinstance(event, Joined):
+            if state is not None:
+                return msgspec.structs.replace(state, duplicates=state.duplicates + 1), (), None
+            return _joined(event, now)
+        if state is None:
+            return None, (), None
+        if isinstance(event, Link):
+            return _link(state, event, now, rules)
+        return _incident_ended(state, event, now)
     if isinstance(event, Intake):
         w = event.warning
         if state is None:
@@ -551,6 +720,7 @@ def step(
                     expires_at=event.expires_at,
                     status="cancelled",
                     plan_level=w.level,
+                    ordinal=event.ordinal,
                     timeline=(
                         Transition(
                             now, "warning", "new", "cancelled", "cancel before any alert", "cancel"
@@ -562,6 +732,16 @@ def step(
                 "alert" if w.msg_type == "alert" else "update without a prior alert, taken as alert"
             )
             return _start(event, now, rules, why)
+        if state.status == "linked" and w.msg_type == "cancel":
+            why = f"cancelled by the warning centre (incident {state.incident} goes on)"
+            line = Transition(now, "warning", "linked", "cancelled", why, "cancel")
+            return (
+                msgspec.structs.replace(
+                    state, status="cancelled", timeline=(*state.timeline, line)
+                ),
+                (),
+                None,
+            )
         if state.status != "active" or w.msg_type == "alert":
             return (
                 msgspec.structs.replace(state, duplicates=state.duplicates + 1),
@@ -569,7 +749,7 @@ def step(
                 state.next_deadline,
             )
         if w.msg_type == "cancel":
-            c = _Step(state, now, rules.policy(state.warning.kind, state.plan_level))
+            c = _Step(state, now, rules)
             _end(c, "cancelled", None, "cancelled by the warning centre", "cancel")
             return c.finish()
         return _update(state, event, now, rules)

@@ -32,6 +32,10 @@ WarningId = Annotated[
 ``{id}/{revision}/...`` and must split back unambiguously."""
 MsgType = Literal["alert", "update", "cancel"]
 """As in OASIS CAP: a new warning, a change to it (e.g. a higher level), or its withdrawal."""
+WarningStatus = Literal["actual", "exercise"]
+"""As CAP's ``status`` (Actual, Exercise): an exercise runs the real ladders, but every action
+goes to the exercise's recipients (rules/correlation.toml ``[exercise]``), never to a resident,
+and it is counted apart."""
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 """Wall-clock time from the warning centre; must carry a time zone so it is unambiguous."""
 
@@ -123,6 +127,9 @@ class Responders(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     resident: int | None = None
     grid: str | None = None
     station: str | None = None
+    household: str | None = None
+    """A key shared by the residents of one household (the registry knows a household by its
+    shared phone number; this is a digest of it, never the number), for correlation."""
     unresolved: str | None = None
 
     def officer(self, role: str) -> str | None:
@@ -143,6 +150,7 @@ class WarningInstruction(
     expires: Timestamp
     details: Annotated[str, msgspec.Meta(max_length=4000)] = ""
     msg_type: MsgType = "alert"
+    status: WarningStatus = "actual"
 
     def __post_init__(self) -> None:
         check_time("issued_at", self.issued_at)
@@ -208,6 +216,7 @@ ActionKind = Literal[
     "visit",  # ask a neighbour / village cadre to visit
     "broadcast",  # area-wide message (fanned out by campaigns)
     "report",  # tell an officer something went wrong (unreachable, expired); no ack expected
+    "area_alert",  # tell a grid's officer that many warnings hit the grid at once (correlation)
     "inform",  # tell an officer who already acked about a change (e.g. level raised)
     "stand_down",  # the warning ended: stop working on it
 ]
@@ -223,6 +232,8 @@ Cause = Literal[
     "outcome",  # an outcome was reported
     "expiry",  # it reached its expiry
     "exhausted",  # a ladder ran out of people to try
+    "ack_timeout",  # acknowledged, but no outcome in time: the officer ladder re-opens
+    "linked",  # another warning about the same resident, phone or household joined it
 ]
 """Why an action was sent or a timeline line written, as data. ``reason`` says the same for
 people; code (statistics, metrics) reads ``cause`` and never parses the prose."""
@@ -247,13 +258,17 @@ class Action(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     attempt: int = 1
     reason: str = ""
     cause: Cause = "new"
+    exercise: bool = False
+    """An exercise's action: ``to`` is an exercise recipient; statistics count it apart, and it
+    never counts against a resident's frequency caps or window tags."""
 
     @property
     def first_contact(self) -> bool:
         """The warning's first call or chat to a registered resident (contact step 0, first
         attempt): what window tags (``warned_7d``) and the time-to-reach metric count."""
         return (
-            self.action in ("call", "chat")
+            not self.exercise
+            and self.action in ("call", "chat")
             and self.step == 0
             and self.attempt == 1
             and self.to.startswith("resident:")
@@ -295,6 +310,7 @@ def _translate(
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "msg_type": get_args(MsgType),
+    "status": get_args(WarningStatus),
     "result": get_args(CallResultKind),
     "outcome": get_args(OutcomeKind),
     "type": ("ack", "call", "read", "visit", "outcome"),

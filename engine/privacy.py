@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 
 def mask_phone(phone: str) -> str:
     """``***`` and at most the last four digits: enough to tell two numbers apart in an audit,
@@ -23,3 +25,9 @@ def normalize_phone(phone: str) -> str:
     if phone.strip().startswith("+86") or (digits.startswith("0086") and len(digits) > 12):
         digits = digits[2:] if phone.strip().startswith("+86") else digits[4:]
     return digits
+
+
+def phone_digest(phone: str) -> str:
+    """A short digest of a normalised number: two warnings about one phone (or one
+    household, which shares it) meet under the same key, and the number is never stored."""
+    return hashlib.blake2b(normalize_phone(phone).encode(), digest_size=8).hexdigest()

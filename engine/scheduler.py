@@ -50,8 +50,9 @@ from engine.durability import (
     Sent,
     Ticked,
 )
+from engine.incidents import ALONE, Correlator, Decision, apply, area_alert_action
 from engine.journal.backend import JournalBackend
-from engine.machine import TICK, Event, WarningState, step, validate_arrival, validate_warning
+from engine.machine import TICK, Event, WarningState, validate_arrival, validate_warning
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -257,6 +258,9 @@ class Engine:
         self._progress = trio.Event()
         self._closing = False
         self._states: dict[str, WarningState] = {}
+        self.correlator = Correlator(rules.correlation)
+        """Which warnings join another's incident, and when a grid gets an area alert."""
+        self._ordinal = 0  # intake number of the last new warning (round robin on duty)
         self.feed = StateFeed()
         """Ids of the warnings each loop turn changed, for live watchers (the console)."""
         self._retired: set[str] = set()
@@ -528,31 +532,46 @@ class Engine:
                 unresolved=f"directory error ({type(exc).__name__})",
             )
 
-    def _apply(self, wid: str, event: Event, now: float, *, popped: bool = False) -> bool:
-        """Step one warning and (re)schedule it. ``popped``: its heap entry was just consumed,
-        so it must be pushed again even if the deadline did not change. False: nothing
-        changed (unknown warning, machine error), so there is nothing to journal."""
-        old = self._states.get(wid)
+    def _apply(
+        self,
+        wid: str,
+        event: Event,
+        now: float,
+        *,
+        popped: bool = False,
+        decision: Decision = ALONE,
+    ) -> bool:
+        """Step the warning and every warning its incident touches (:func:`engine.incidents.
+        apply`), and (re)schedule them. ``popped``: ``wid``'s heap entry was just consumed, so
+        it must be pushed again even if the deadline did not change. False: nothing changed
+        (unknown warning, machine error), so there is nothing to journal."""
         try:
-            new, actions, deadline = step(old, event, now, self.rules)
+            changes = apply(self._states, wid, event, now, self.rules, decision)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
             return False
-        if new is None:
+        if changes is None:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
             return False
-        self._states[wid] = new
-        self.feed.touch(wid)
-        self._active += (new.status == "active") - (old is not None and old.status == "active")
-        if actions:
-            self._pending.extend(actions)
-            self.stats.actions += len(actions)
-            if self._unsent is not None:
-                for a in actions:
-                    self._unsent[a.key] = a
-        self._schedule(wid, old, deadline, now, popped=popped)
+        for w, old, new, actions, deadline in changes:
+            self._states[w] = new
+            self.feed.touch(w)
+            self._active += (new.status == "active") - (old is not None and old.status == "active")
+            if actions:
+                self._send(actions)
+            self._schedule(w, old, deadline, now, popped=popped and w == wid)
+        if popped and all(w != wid for w, *_ in changes):
+            self._schedule(wid, None, self._states[wid].next_deadline, now, popped=True)
         return True
+
+    def _send(self, actions: Iterable[Action]) -> None:
+        actions = tuple(actions)
+        self._pending.extend(actions)
+        self.stats.actions += len(actions)
+        if self._unsent is not None:
+            for a in actions:
+                self._unsent[a.key] = a
 
     def _schedule(
         self,
@@ -602,12 +621,27 @@ class Engine:
         self.stats.intake += 1
         old = self._states.get(warning.id)
         responders = old.responders if old is not None else self._resolve(warning)
-        record = self._encoded(Accepted(now, warning, responders), warning.id, warning)
+        ordinal = old.ordinal if old is not None else self._ordinal + 1
+        decision = self.correlator.decide(warning, responders, now, self._states)
+        accepted = Accepted(
+            now,
+            warning,
+            responders,
+            decision.incident,
+            decision.why,
+            ordinal,
+            decision.area_alert,
+        )
+        record = self._encoded(accepted, warning.id, warning)
         if record is None:
             return
-        event = durability.intake_event(warning, responders)
-        if self._apply(warning.id, event, now) and self._journal is not None:
-            self._records.append(record)
+        self._ordinal = max(self._ordinal, ordinal)
+        event = durability.intake_event(warning, responders, ordinal)
+        if self._apply(warning.id, event, now, decision=decision):
+            if decision.area_alert:
+                self._send((area_alert_action(warning, responders, self.rules.correlation),))
+            if self._journal is not None:
+                self._records.append(record)
 
     def _on_due(self, seq: int, wid: str, now: float) -> None:
         if self._live.get(wid) != seq:
@@ -687,6 +721,8 @@ class Engine:
         self._unsent = rebuilt.unsent
         self.campaign_records.restore(rebuilt)
         self._retired = rebuilt.retired
+        self._ordinal = rebuilt.ordinal
+        self.correlator.restore(self._states, rebuilt.last_at)
         self.stats.replayed = rebuilt.records
         self._since_snapshot = rebuilt.records
         self._last_now = rebuilt.last_at

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.audience", "engine.journal"),
     ("engine.rules", "engine.directory"),
     ("engine.machine", "engine.registry", "engine.transport", "engine.testing"),
+    ("engine.incidents",),
     ("engine.durability", "engine.campaigns", "engine.stats", "engine.group", "engine.access"),
     ("engine.scheduler", "engine.window_tags"),
     ("engine.service",),

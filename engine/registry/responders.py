@@ -20,6 +20,7 @@ from engine.model import (
     Target,
     describe_target,
 )
+from engine.privacy import phone_digest
 from engine.registry.registry import Registry
 from engine.registry.units import GRID_ROLES
 
@@ -109,7 +110,13 @@ class RegistryDirectory:
             contact = int(reg.officer[rid])
             if contact >= 0:
                 fields["grid_officer"] = reg.officers[contact].key
-            return Responders(resident=rid, visitors=self._visitors(rid, grid), **fields)  # type: ignore[arg-type]
+            household = phone_digest(reg.phone[rid]) if reg.phone[rid] else None
+            return Responders(
+                resident=rid,
+                visitors=self._visitors(rid, grid),
+                household=household,
+                **fields,  # type: ignore[arg-type]
+            )
         assert isinstance(target, AreaTarget)
         j = reg.jurisdiction
         key = target.area.split(":", 1)[-1]

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
-from engine.explain import explain
 from engine.model import KIND_PATTERN
-from engine.rules.loading import RuleError, default_rules_dir, load_toml
+from engine.rules.correlation import NO_CORRELATION, CorrelationRules
+from engine.rules.loading import RuleError, convert, default_rules_dir, load_toml
 
 T = TypeVar("T")
 
@@ -63,6 +63,7 @@ class LevelRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     contact: str | None = None
     broadcast: bool = False
     at_expiry: Literal["close", "report"] = "close"
+    ack_timeout_s: Seconds | None = None
 
 
 class KindRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -70,6 +71,9 @@ class KindRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     targets: Annotated[tuple[TargetType, ...], msgspec.Meta(min_length=1)]
     levels: dict[str, Any]
+    ack_timeout_s: Seconds | None = None
+    """Acknowledged with no outcome this long after: the officer ladder re-opens (once per
+    rung). A level's own ``ack_timeout_s`` wins; neither: an ack stands until the end."""
 
 
 # --- compiled policy (what the machine reads) ---------------------------------------------------
@@ -83,6 +87,7 @@ class LevelPolicy(msgspec.Struct, frozen=True):
     contact_when_exhausted: Literal["report", "close"] = "report"
     broadcast: bool = False
     at_expiry: Literal["close", "report"] = "close"
+    ack_timeout_s: float | None = None
 
 
 class KindPolicy(msgspec.Struct, frozen=True):
@@ -93,10 +98,16 @@ class KindPolicy(msgspec.Struct, frozen=True):
 
 
 class EscalationRules(msgspec.Struct, frozen=True):
-    """All kinds. ``policy(kind, level)`` is what the machine asks for."""
+    """All kinds. ``policy(kind, level)`` is what the machine asks for.
+
+    The other rule files the machine reads when a rung fires ride along, so the machine keeps
+    one ``rules`` argument: ``correlation`` (exercise recipients; the shell reads the rest; none
+    unless loaded from a rules folder).
+    :func:`engine.rules.ruleset.load_rules` fills them from a rules folder."""
 
     kinds: dict[str, KindPolicy]
     source: str = "<memory>"
+    correlation: CorrelationRules = NO_CORRELATION
 
     def policy(self, kind: str, level: int) -> LevelPolicy:
         """The policy for a kind at a level; KeyError for a kind the rules do not know."""
@@ -116,16 +127,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _convert(obj: object, type_: type[T], file: Path, prefix: str) -> T:
-    """``msgspec.convert`` with errors turned into RuleErrors whose key starts with ``prefix``."""
-    try:
-        return msgspec.convert(obj, type_)
-    except msgspec.ValidationError as exc:
-        sub, what = explain(exc)
-        key = f"{prefix}.{sub}" if prefix and sub and not sub.startswith("[") else prefix + sub
-        field = re.sub(r"\[\d+\]$", "", key).rsplit(".", 1)[-1]
-        if what.startswith("invalid enum value") and field in _CHOICES:
-            what = f"one of {', '.join(_CHOICES[field])} ({what})"
-        raise RuleError(file, key, what) from exc
+    return convert(obj, type_, file, prefix, _CHOICES)
 
 
 def _table(raw: dict[str, Any], name: str, file: Path) -> dict[str, Any]:
@@ -207,6 +209,9 @@ def load_escalation(path: str | Path | None = None) -> EscalationRules:
                     contact_when_exhausted=contact.when_exhausted if contact else "report",
                     broadcast=lr.broadcast,
                     at_expiry=lr.at_expiry,
+                    ack_timeout_s=lr.ack_timeout_s
+                    if lr.ack_timeout_s is not None
+                    else rule.ack_timeout_s,
                 )
             )
         kinds[kind] = KindPolicy(targets=frozenset(rule.targets), levels=tuple(policies))  # type: ignore[arg-type]

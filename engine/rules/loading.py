@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,3 +48,24 @@ def load_toml(path: str | Path, type_: type[T]) -> T:
         raise RuleError(path, key, what) from exc
     except msgspec.DecodeError as exc:
         raise RuleError(path, "", f"valid TOML syntax ({exc})") from exc
+
+
+def convert(
+    obj: object,
+    type_: type[T],
+    file: Path,
+    prefix: str,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+) -> T:
+    """``msgspec.convert`` of one table of a rule file, with errors turned into RuleErrors
+    whose key starts with ``prefix``; ``choices`` lists the allowed values of enum fields by
+    field name, so "invalid enum value" says what would have been valid."""
+    try:
+        return msgspec.convert(obj, type_)
+    except msgspec.ValidationError as exc:
+        sub, what = explain(exc)
+        key = f"{prefix}.{sub}" if prefix and sub and not sub.startswith("[") else prefix + sub
+        field = re.sub(r"\[\d+\]$", "", key).rsplit(".", 1)[-1]
+        if choices and what.startswith("invalid enum value") and field in choices:
+            what = f"one of {', '.join(choices[field])} ({what})"
+        raise RuleError(file, key, what) from exc

@@ -1,0 +1,287 @@
+"""Incidents: warnings that join another's ladder (correlation, inhibition), and area alerts.
+
+Why a layer between the pure machine and the shell: the machine sees one warning at a time, but
+"three warnings about one resident within half an hour are one incident" is a fact about several.
+:class:`Correlator` decides, at intake, whether a warning joins an incident (its index of open
+incidents is rebuilt from the states after a restart). The decision is journaled with the intake
+(:class:`engine.durability.Accepted`), and :func:`apply` turns one input into the steps of every
+warning it touches (the joining one, the incident's first warning, and at the end every linked
+one), so the live loop and the replay after a crash run the very same code.
+
+Keys, from ``rules/correlation.toml``: ``resident`` (the registry id), ``phone`` (a digest of a
+phone target's number) and ``household`` (a digest of the resident's phone, which a household
+shares; the registry has no other household id). Phone and household keys meet: a call about a
+number and a warning about the resident who has it are one incident. Exercises never join real
+warnings, nor count toward area alerts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from engine.machine import (
+    Event,
+    IncidentEnded,
+    Intake,
+    Joined,
+    Link,
+    LinkWhy,
+    Tick,
+    WarningState,
+    step,
+)
+from engine.model import Action, AreaTarget, PhoneTarget, Responders, WarningInstruction
+from engine.privacy import phone_digest
+from engine.rules.correlation import CorrelationRules
+from engine.rules.escalation import EscalationRules
+
+Change = tuple[str, "WarningState | None", WarningState, tuple[Action, ...], "float | None"]
+"""One warning stepped: id, state before, state after, its actions, its next deadline."""
+
+MAX_SOURCES: Final = 1000
+"""Warnings one incident may absorb; more start incidents of their own (a runaway feed must not
+grow one state without bound)."""
+
+
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """What intake decided for one warning (journaled with it)."""
+
+    incident: str | None = None
+    why: LinkWhy = "correlated"
+    area_alert: bool = False
+
+
+ALONE: Final = Decision()
+
+
+def _keys(rules: CorrelationRules, warning: WarningInstruction, r: Responders) -> list[str]:
+    inc = rules.incidents
+    if inc is None:
+        return []
+    keys = []
+    if "resident" in inc.by and r.resident is not None:
+        keys.append(f"r{r.resident}")
+    if "phone" in inc.by and isinstance(warning.target, PhoneTarget):
+        keys.append(f"p{phone_digest(warning.target.phone)}")
+    if "household" in inc.by and r.household is not None:
+        key = f"p{r.household}"
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+class Correlator:
+    """The shell's index of open incidents and of recent warnings per grid. Deterministic: the
+    same intakes at the same times give the same decisions."""
+
+    def __init__(self, rules: CorrelationRules) -> None:
+        self.rules = rules
+        self._open: dict[str, tuple[str, float]] = {}  # key -> (first warning, started at)
+        self._expiry: deque[tuple[float, str, str]] = deque()  # (started, key, id): pruning
+        self._areas: dict[str, list[tuple[str, str]]] = {}  # grid -> [(area warning, kind)]
+        self._recent: dict[str, deque[float]] = {}  # grid -> intake times (area alerts)
+        self._alerted: dict[str, float] = {}  # grid -> last area alert
+
+    def decide(
+        self,
+        warning: WarningInstruction,
+        responders: Responders,
+        now: float,
+        states: Mapping[str, WarningState],
+    ) -> Decision:
+        """Decide for a warning about to be applied, and remember it for later ones."""
+        old = states.get(warning.id)
+        if old is not None:  # an update of a linked warning goes on to its incident
+            if old.status == "linked" and old.incident and warning.msg_type == "update":
+                return Decision(old.incident, "correlated")
+            return ALONE
+        if warning.msg_type == "cancel" or warning.status == "exercise":
+            return ALONE
+        rules = self.rules
+        alert = self._count_for_area(warning, responders, now)
+        if isinstance(warning.target, AreaTarget):
+            if responders.grid is not None:
+                self._areas.setdefault(responders.grid, []).append((warning.id, warning.kind))
+            return Decision(area_alert=alert)
+        if rules.inhibit and responders.grid is not None:
+            for wid, kind in self._live_areas(responders.grid, states):
+                if rules.inhibits(kind, warning.kind) and _room(states, wid):
+                    return Decision(wid, "inhibited", alert)
+        inc = rules.incidents
+        if inc is None or warning.kind not in inc.kinds:
+            return Decision(area_alert=alert)
+        self._prune(now - inc.window_s)
+        keys = _keys(rules, warning, responders)
+        best: tuple[float, str] | None = None
+        for key in keys:
+            found = self._open.get(key)
+            if found is None:
+                continue
+            wid, started = found
+            s = states.get(wid)
+            if s is None or s.status != "active" or now - started > inc.window_s:
+                continue
+            if _room(states, wid) and (best is None or started < best[0]):
+                best = (started, wid)
+        if best is not None:
+            return Decision(best[1], "correlated", alert)
+        for key in keys:
+            self._open[key] = (warning.id, now)
+            self._expiry.append((now, key, warning.id))
+        return Decision(area_alert=alert)
+
+    def _live_areas(self, grid: str, states: Mapping[str, WarningState]) -> list[tuple[str, str]]:
+        areas = self._areas.get(grid)
+        if not areas:
+            return []
+        live = [
+            (w, k) for w, k in areas if (s := states.get(w)) is not None and s.status == "active"
+        ]
+        if len(live) != len(areas):
+            if live:
+                self._areas[grid] = live
+            else:
+                del self._areas[grid]
+        return live
+
+    def _count_for_area(
+        self, warning: WarningInstruction, responders: Responders, now: float
+    ) -> bool:
+        area = self.rules.area_alert
+        grid = responders.grid
+        if area is None or grid is None or warning.kind not in area.kinds:
+            return False
+        if isinstance(warning.target, AreaTarget):
+            return False
+        times = self._recent.setdefault(grid, deque())
+        times.append(now)
+        while times and times[0] <= now - area.window_s:
+            times.popleft()
+        if len(times) < area.threshold:
+            return False
+        last = self._alerted.get(grid)
+        if last is not None and now - last < area.cooldown_s:
+            return False
+        self._alerted[grid] = now
+        return True
+
+    def _prune(self, before: float) -> None:
+        q = self._expiry
+        while q and q[0][0] < before:
+            _, key, wid = q.popleft()
+            if self._open.get(key, ("",))[0] == wid:
+                del self._open[key]
+
+    def restore(self, states: Mapping[str, WarningState], now: float) -> None:
+        """Rebuild the index from the states after a restart: open incidents whose first
+        warning is active and began within the window, active area warnings, and recent
+        intakes per grid (for area alerts)."""
+        inc, area = self.rules.incidents, self.rules.area_alert
+        started = sorted(
+            (s.timeline[0].at if s.timeline else now, wid)
+            for wid, s in states.items()
+            if s.warning.status != "exercise" and s.warning.msg_type != "cancel"
+        )
+        for at, wid in started:
+            s = states[wid]
+            w, r = s.warning, s.responders
+            recent = area is not None and at > now - area.window_s and w.kind in area.kinds
+            if recent and r.grid is not None and not isinstance(w.target, AreaTarget):
+                self._recent.setdefault(r.grid, deque()).append(at)
+            if s.status != "active":
+                continue
+            if isinstance(w.target, AreaTarget):
+                if r.grid is not None:
+                    self._areas.setdefault(r.grid, []).append((wid, w.kind))
+                continue
+            if inc is not None and w.kind in inc.kinds and at > now - inc.window_s:
+                for key in _keys(self.rules, w, r):
+                    self._open.setdefault(key, (wid, at))
+                    self._expiry.append((at, key, wid))
+
+    @property
+    def tracked(self) -> int:
+        """Keys of open incidents held (for metrics and memory checks)."""
+        return len(self._open)
+
+
+def _active(states: Mapping[str, WarningState], wid: str) -> bool:
+    s = states.get(wid)
+    return s is not None and s.status == "active"
+
+
+def _room(states: Mapping[str, WarningState], wid: str) -> bool:
+    s = states.get(wid)
+    return s is not None and s.status == "active" and len(s.sources) < MAX_SOURCES
+
+
+def area_alert_action(
+    warning: WarningInstruction, responders: Responders, rules: CorrelationRules
+) -> Action:
+    """The alert for the grid's officer (the county centre if the grid has none). Its key is
+    per warning, so a replay after a crash repeats it with the same key."""
+    area = rules.area_alert
+    assert area is not None
+    grid = responders.grid
+    return Action(
+        key=f"{warning.id}/area/{grid}",
+        warning_id=warning.id,
+        action="area_alert",
+        to=responders.grid_officer or responders.county_centre,
+        kind=warning.kind,
+        level=warning.level,
+        reason=(
+            f"{area.threshold} or more {warning.kind} warnings in grid {grid} within "
+            f"{area.window_s / 60:g} min"
+        ),
+        cause="linked",
+    )
+
+
+def apply(
+    states: Mapping[str, WarningState],
+    wid: str,
+    event: Event,
+    now: float,
+    rules: EscalationRules,
+    decision: Decision = ALONE,
+) -> list[Change] | None:
+    """Every step one input causes, in order; ``states`` is not changed (the caller applies the
+    changes). None: the input is for a warning nobody knows (late feedback)."""
+    changes: list[Change] = []
+    overlay: dict[str, WarningState] = {}
+
+    def run(w: str, ev: Event) -> WarningState | None:
+        old = overlay.get(w) or states.get(w)
+        new, actions, deadline = step(old, ev, now, rules)
+        if new is None:
+            return None
+        overlay[w] = new
+        changes.append((w, old, new, actions, deadline))
+        return new
+
+    if isinstance(event, Intake) and decision.incident is not None:
+        if wid not in states:
+            run(wid, Joined(event, decision.incident, decision.why))
+        run(decision.incident, Link(event, decision.why))
+        return changes
+    target = wid
+    if not isinstance(event, Intake | Tick):
+        s = states.get(wid)
+        if s is not None and s.status == "linked" and s.incident is not None:
+            target = s.incident  # feedback about a joined warning works the incident
+    if run(target, event) is None:
+        return None
+    # An incident's first warning ended: every warning linked to it ends the same way.
+    for w, old, new, _, _ in list(changes):
+        if old is not None and old.status == "active" and new.status != "active" and new.sources:
+            ended = IncidentEnded(w, new.status, new.outcome)
+            for src in new.sources:
+                s = overlay.get(src) or states.get(src)
+                if s is not None and s.status == "linked" and s.incident == w:
+                    run(src, ended)
+    return changes
