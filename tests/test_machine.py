@@ -320,7 +320,7 @@ def test_validate_warning_names_the_field() -> None:
         validate_warning(warning(kind="earthquake"), RULES)
     assert err.value.field == "kind" and "fraud" in err.value.expected
     with pytest.raises(InvalidWarning) as err:
-        validate_warning(warning(kind="road_hazard", target=ResidentTarget(1)), RULES)
+        validate_warning(warning(kind="road_hazard", target=PhoneTarget("13800001234")), RULES)
     assert err.value.field == "target" and "area" in err.value.expected
     with pytest.raises(InvalidWarning) as err:  # a struct built in Python skips msgspec's checks
         validate_warning(warning(level=0), RULES)

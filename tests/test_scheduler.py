@@ -222,7 +222,9 @@ async def test_garbage_is_refused_with_a_typed_error_and_the_engine_goes_on(
             await engine.submit(make(engine, wid="x", kind="volcano"))
         assert err.value.field == "kind"
         with pytest.raises(InvalidWarning) as err:
-            await engine.submit(make(engine, wid="x", kind="road_hazard"))
+            await engine.submit(
+                make(engine, wid="x", kind="road_hazard", target=PhoneTarget("13800001234"))
+            )
         assert err.value.field == "target"
         with pytest.raises(InvalidWarning):
             await engine.submit(12345)  # type: ignore[arg-type]
