@@ -137,9 +137,11 @@ def decode_snapshot(data: bytes) -> EngineSnapshot:
     return snap
 
 
-def intake_event(warning: WarningInstruction, responders: Responders, ordinal: int = 0) -> Intake:
+def intake_event(
+    warning: WarningInstruction, responders: Responders, ordinal: int = 0, generation: int = 0
+) -> Intake:
     """The machine's intake event; expiry is the warning's own wall-clock time."""
-    return Intake(warning, responders, warning.expires.timestamp(), ordinal)
+    return Intake(warning, responders, warning.expires.timestamp(), ordinal, generation)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from engine.model import Action, AreaTarget, PhoneTarget, Responders, WarningIns
 from engine.privacy import phone_digest
 from engine.rules.correlation import CorrelationRules
 from engine.rules.escalation import EscalationRules
+from engine.rules.loading import RuleError
 
 Change = tuple[str, "WarningState | None", WarningState, tuple[Action, ...], "float | None"]
 """One warning stepped: id, state before, state after, its actions, its next deadline."""
@@ -242,12 +243,76 @@ def area_alert_action(
     )
 
 
+class RuleBook:
+    """The rules in force, and the ladders that running warnings started with.
+
+    A reload (SIGHUP) installs a new generation. With ``running_warnings = "keep"`` (the
+    default) a warning goes on with the ladders of the generation it started under; rosters,
+    silences and correlation are always the newest (a silence added for an officer's leave is
+    meant for the warnings running now). With ``"adopt"`` every warning takes the new ladders
+    at its next step. Generations no running warning uses are dropped at the next reload.
+    After a restart every warning runs the rules loaded at start (the journal holds inputs,
+    not rules).
+    """
+
+    def __init__(self, rules: EscalationRules) -> None:
+        self.current = rules
+        self.generation = 0
+        self._kept: dict[int, EscalationRules] = {0: rules}
+
+    def for_state(self, state: WarningState | None) -> EscalationRules:
+        """The rules that step this warning."""
+        if state is None:
+            return self.current
+        return self._kept.get(state.generation, self.current)
+
+    def install(self, new: EscalationRules, states: Mapping[str, WarningState]) -> None:
+        """Make ``new`` the rules in force. Raises RuleError (nothing changed) if ``adopt``
+        would leave a running warning with a kind the new rules do not define."""
+        active = [s for s in states.values() if s.status == "active"]
+        if new.running_warnings == "adopt":
+            for s in active:
+                if s.warning.kind not in new.kinds:
+                    raise RuleError(
+                        new.source,
+                        f"kinds.{s.warning.kind}",
+                        'a kind for every running warning (running_warnings = "adopt" moves '
+                        "them to the new ladders)",
+                    )
+            kept: dict[int, EscalationRules] = {}
+        else:
+            shared: dict[str, object] = {}
+            kept = {
+                g: msgspec.structs.replace(
+                    self._kept.get(g, self.current), correlation=new.correlation, **shared
+                )
+                for g in {s.generation for s in active}
+            }
+        self.generation += 1
+        kept[self.generation] = new
+        self._kept = kept
+        self.current = new
+
+    def resume(self, states: Mapping[str, WarningState]) -> None:
+        """After a restart: number on from the highest generation the states carry, so a
+        later reload never reuses a number an older warning holds (those run the rules loaded
+        at start)."""
+        g = max((s.generation for s in states.values()), default=0)
+        self.generation = g
+        self._kept = {g: self.current}
+
+    @property
+    def generations(self) -> int:
+        """Rule generations held (the current one and those running warnings still use)."""
+        return len(self._kept)
+
+
 def apply(
     states: Mapping[str, WarningState],
     wid: str,
     event: Event,
     now: float,
-    rules: EscalationRules,
+    rules: EscalationRules | RuleBook,
     decision: Decision = ALONE,
 ) -> list[Change] | None:
     """Every step one input causes, in order; ``states`` is not changed (the caller applies the
@@ -255,9 +320,12 @@ def apply(
     changes: list[Change] = []
     overlay: dict[str, WarningState] = {}
 
+    book = rules if isinstance(rules, RuleBook) else None
+
     def run(w: str, ev: Event) -> WarningState | None:
         old = overlay.get(w) or states.get(w)
-        new, actions, deadline = step(old, ev, now, rules)
+        r = book.for_state(old) if book is not None else rules
+        new, actions, deadline = step(old, ev, now, r)  # type: ignore[arg-type]
         if new is None:
             return None
         overlay[w] = new

@@ -101,6 +101,8 @@ class WarningState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Other warnings joined to this one's incident (correlated reports, inhibited pushes)."""
     incident: str | None = None
     """For a ``linked`` warning: the id of the warning whose ladder works it."""
+    generation: int = 0
+    """The rules generation the warning started under (a reload keeps its ladders for it)."""
 
     @property
     def next_deadline(self) -> float | None:
@@ -118,6 +120,7 @@ class Intake(msgspec.Struct, frozen=True, gc=False):
     responders: Responders
     expires_at: float
     ordinal: int = 0
+    generation: int = 0
 
 
 LinkWhy = Literal["correlated", "inhibited"]
@@ -453,6 +456,7 @@ def _start(ev: Intake, now: float, rules: EscalationRules, why: str) -> StepResu
         expires_at=ev.expires_at,
         plan_level=w.level,
         ordinal=ev.ordinal,
+        generation=ev.generation,
     )
     c = _Step(s, now, rules)
     c.line(

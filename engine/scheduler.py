@@ -50,7 +50,8 @@ from engine.durability import (
     Sent,
     Ticked,
 )
-from engine.incidents import ALONE, Correlator, Decision, apply, area_alert_action
+from engine.errors import WarnDispatchError
+from engine.incidents import ALONE, Correlator, Decision, RuleBook, apply, area_alert_action
 from engine.journal.backend import JournalBackend
 from engine.machine import TICK, Event, WarningState, validate_arrival, validate_warning
 from engine.model import (
@@ -106,6 +107,16 @@ class EngineStats(msgspec.Struct):
     actions: int = 0
     dead_letters: int = 0
     evicted: int = 0
+
+
+class ReloadStats(msgspec.Struct):
+    """Rule reloads (SIGHUP), for metrics: how many took, how many were refused and why."""
+
+    ok: int = 0
+    failed: int = 0
+    last_ok_at: float | None = None
+    last_failed_at: float | None = None
+    last_error: str = ""
 
 
 class _Mailbox(Generic[T]):
@@ -222,6 +233,9 @@ class Engine:
     ) -> None:
         self.directory = directory
         self.rules = rules
+        """The rules in force (the newest generation; see :meth:`reload`)."""
+        self.rulebook = RuleBook(rules)
+        self.reloads = ReloadStats()
         self.county_centre = county_centre
         self.retain_ended_s = retain_ended_s
         self.stats = EngineStats()
@@ -455,13 +469,44 @@ class Engine:
         """Warnings that are still active (not closed, cancelled or expired)."""
         return self._active
 
+    def reload(self, rules: EscalationRules) -> None:
+        """Put new rules in force (already loaded and validated, e.g. by
+        :func:`engine.rules.sources.load_rules`). Warnings already running keep the ladders
+        they started with unless the rules say ``running_warnings = "adopt"``; rosters,
+        silences and correlation apply to every warning from now on. Raises RuleError, with
+        nothing changed, if the new rules cannot take over the running warnings."""
+        self.rulebook.install(rules, self._states)
+        self.rules = rules
+        self.correlator.rules = rules.correlation
+        self.reloads.ok += 1
+        self.reloads.last_ok_at = self.now()
+        log.info(
+            "rules reloaded from %s (generation %d, %d held)",
+            rules.source,
+            self.rulebook.generation,
+            self.rulebook.generations,
+        )
+
+    def reload_from(self, load: Callable[[], EscalationRules]) -> bool:
+        """Load rules with ``load`` and put them in force; a bad file keeps the old rules, is
+        logged (file, key, expectation) and counted. True if the new rules took."""
+        try:
+            self.reload(load())
+        except WarnDispatchError as exc:
+            self.reloads.failed += 1
+            self.reloads.last_failed_at = self.now()
+            self.reloads.last_error = str(exc)
+            log.error("rules reload refused, the old rules stay in force: %s", exc)
+            return False
+        return True
+
     # --- validation at the edge ------------------------------------------------------------
 
     def check_warning(self, warning: WarningInstruction) -> None:
         """Raise :class:`InvalidWarning` for a decoded warning this engine cannot act on: a kind
         or target the rules do not allow, or one that expired before it arrived or is issued
         too far ahead of the engine's clock (:func:`engine.machine.validate_arrival`)."""
-        validate_warning(warning, self.rules)
+        validate_warning(warning, self.rulebook.for_state(self._states.get(warning.id)))
         validate_arrival(warning, self.now())
         if warning.id in self._retired:
             raise InvalidWarning(
@@ -546,7 +591,7 @@ class Engine:
         it must be pushed again even if the deadline did not change. False: nothing changed
         (unknown warning, machine error), so there is nothing to journal."""
         try:
-            changes = apply(self._states, wid, event, now, self.rules, decision)
+            changes = apply(self._states, wid, event, now, self.rulebook, decision)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
@@ -636,7 +681,8 @@ class Engine:
         if record is None:
             return
         self._ordinal = max(self._ordinal, ordinal)
-        event = durability.intake_event(warning, responders, ordinal)
+        generation = old.generation if old is not None else self.rulebook.generation
+        event = durability.intake_event(warning, responders, ordinal, generation)
         if self._apply(warning.id, event, now, decision=decision):
             if decision.area_alert:
                 self._send((area_alert_action(warning, responders, self.rules.correlation),))
@@ -723,6 +769,7 @@ class Engine:
         self._retired = rebuilt.retired
         self._ordinal = rebuilt.ordinal
         self.correlator.restore(self._states, rebuilt.last_at)
+        self.rulebook.resume(self._states)
         self.stats.replayed = rebuilt.records
         self._since_snapshot = rebuilt.records
         self._last_now = rebuilt.last_at

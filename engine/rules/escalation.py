@@ -76,6 +76,13 @@ class KindRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rung). A level's own ``ack_timeout_s`` wins; neither: an ack stands until the end."""
 
 
+class Reload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a reload (SIGHUP) does to warnings already running: ``keep`` the ladders they
+    started with, or ``adopt`` the new ones at their next step."""
+
+    running: Literal["keep", "adopt"] = "keep"
+
+
 # --- compiled policy (what the machine reads) ---------------------------------------------------
 
 
@@ -108,6 +115,7 @@ class EscalationRules(msgspec.Struct, frozen=True):
     kinds: dict[str, KindPolicy]
     source: str = "<memory>"
     correlation: CorrelationRules = NO_CORRELATION
+    running_warnings: Literal["keep", "adopt"] = "keep"
 
     def policy(self, kind: str, level: int) -> LevelPolicy:
         """The policy for a kind at a level; KeyError for a kind the rules do not know."""
@@ -142,9 +150,11 @@ def load_escalation(path: str | Path | None = None) -> EscalationRules:
     file = Path(path) if path is not None else default_rules_dir() / "escalation.toml"
     raw = load_toml(file, dict[str, Any])
     for key in raw:
-        if key not in ("version", "officer_ladders", "contact_ladders", "kinds"):
+        if key not in ("version", "officer_ladders", "contact_ladders", "kinds", "reload"):
             raise RuleError(
-                file, key, "no such table (known: officer_ladders, contact_ladders, kinds)"
+                file,
+                key,
+                "no such table (known: officer_ladders, contact_ladders, kinds, reload)",
             )
     if raw.get("version", 1) != 1:
         raise RuleError(file, "version", "1 (the only format this engine reads)")
@@ -215,4 +225,5 @@ def load_escalation(path: str | Path | None = None) -> EscalationRules:
                 )
             )
         kinds[kind] = KindPolicy(targets=frozenset(rule.targets), levels=tuple(policies))  # type: ignore[arg-type]
-    return EscalationRules(kinds=kinds, source=str(file))
+    reload = _convert(raw.get("reload", {}), Reload, file, "reload")
+    return EscalationRules(kinds=kinds, source=str(file), running_warnings=reload.running)
