@@ -136,10 +136,12 @@ class App:
         dead_letters: DeadLetterSink | None = None,
         stop: trio.Event | None = None,
         handle_signals: bool = True,
+        reload: Callable[[], EscalationRules] | None = None,
         task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
     ) -> ServiceStats:
         """Run :func:`engine.service.serve` with this app's parts and observers until SIGINT,
-        SIGTERM or ``stop``; returns the service's counters."""
+        SIGTERM or ``stop``; ``reload`` is called on SIGHUP for new rules. Returns the
+        service's counters."""
         return await serve(
             self.engine,
             intake,
@@ -151,6 +153,7 @@ class App:
             input_observers=self.input_observers,
             campaigns=self.campaign_feed(campaigns),
             dead_letters=dead_letters,
+            reload=reload,
             task_status=task_status,
         )
 

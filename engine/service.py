@@ -42,6 +42,7 @@ from engine.campaigns.campaign import (
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
+from engine.rules.escalation import EscalationRules
 from engine.scheduler import DeadLetter as EngineDeadLetter
 from engine.scheduler import Engine
 from engine.transport.base import (
@@ -443,6 +444,7 @@ async def serve(
     input_observers: Sequence[InputObserver] = (),
     campaigns: CampaignFeed | None = None,
     dead_letters: DeadLetterSink | None = None,
+    reload: Callable[[], EscalationRules] | None = None,
     task_status: trio.TaskStatus[ServiceStats] = trio.TASK_STATUS_IGNORED,
 ) -> ServiceStats:
     """Run until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly: stop taking
@@ -454,7 +456,10 @@ async def serve(
 
     ``dead_letters`` receives what the engine itself refuses inside its loop (feedback for an
     unknown warning, a message that could not be journaled or applied), beside what the
-    transports dead-letter; without it those are only counted and logged."""
+    transports dead-letter; without it those are only counted and logged.
+
+    ``reload`` loads the rules again: on SIGHUP the engine puts them in force, or keeps the old
+    ones if they do not load (:meth:`Engine.reload_from`)."""
     stats = ServiceStats()
     stop = stop if stop is not None else trio.Event()
     relay = DeadLetterRelay(dead_letters, stats)
@@ -464,6 +469,8 @@ async def serve(
     async with trio.open_nursery() as nursery:
         if handle_signals:
             nursery.start_soon(_watch_signals, stop)
+            if reload is not None:
+                nursery.start_soon(watch_reload, engine, reload)
         nursery.start_soon(relay.run)
         inputs = trio.CancelScope()
         nursery.start_soon(
@@ -521,6 +528,15 @@ async def _inputs(
                     stats,
                     campaigns.on_issued,
                 )
+
+
+async def watch_reload(engine: Engine, load: Callable[[], EscalationRules]) -> None:
+    """Reload the rules on every SIGHUP, as Alertmanager does: validated first, a bad file
+    keeps the old rules (logged and counted, see :attr:`Engine.reloads`)."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.info("received SIGHUP: reloading the rules")
+            engine.reload_from(load)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -142,3 +142,34 @@ async def test_a_refused_reload_keeps_the_old_rules_and_is_counted(
         assert engine.reload_from(lambda: kept) is True
         await trio.sleep(3600)
         assert len([a for _, a in sent if a.action == "notify_officer"]) > 1
+
+
+async def test_sighup_reloads_and_a_bad_file_keeps_the_old_rules() -> None:
+    """A real SIGHUP to this process, caught by the service's watcher (real clock: signals
+    are delivered by the OS)."""
+    import os
+    import signal
+
+    from engine.service import watch_reload
+
+    sent: list[tuple[float, Action]] = []
+    loads: list[str] = []
+
+    def load() -> EscalationRules:
+        loads.append("x")
+        if len(loads) == 2:
+            raise RuleError("/site/rosters.toml", "rotations[0].officers", "a non-empty list")
+        return first_rung(RULES, 60 * len(loads))
+
+    async with engine_with(sent, RULES) as engine, trio.open_nursery() as nursery:
+        nursery.start_soon(watch_reload, engine, load)
+        await trio.sleep(0.05)  # the watcher installs its handler
+        with trio.fail_after(5):
+            for want in (1, 2, 3):
+                os.kill(os.getpid(), signal.SIGHUP)
+                while len(loads) < want:
+                    await trio.sleep(0.01)
+        assert (engine.reloads.ok, engine.reloads.failed) == (2, 1)
+        assert engine.rules.source == "<180s>", "the third load is in force"
+        assert "rotations[0].officers" in engine.reloads.last_error
+        nursery.cancel_scope.cancel()
