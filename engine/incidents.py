@@ -281,7 +281,7 @@ class RuleBook:
                     )
             kept: dict[int, EscalationRules] = {}
         else:
-            shared: dict[str, object] = {}
+            shared = {"rosters": new.rosters, "silences": new.silences}
             kept = {
                 g: msgspec.structs.replace(
                     self._kept.get(g, self.current), correlation=new.correlation, **shared

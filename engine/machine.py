@@ -37,6 +37,7 @@ from engine.model import (
 )
 from engine.privacy import mask_phone
 from engine.rules.escalation import EscalationRules
+from engine.rules.roster import pick
 
 INF: Final = math.inf
 
@@ -295,15 +296,36 @@ def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
     frm = old.label
     while index < len(steps):
         rung = steps[index]
-        who = s.responders.officer(rung.role)
+        who, note = _on_duty(c, rung.role, attempt)
+        silence = (
+            c.rules.silences.match(
+                officer=who,
+                role=rung.role,
+                station=s.responders.station,
+                grid=s.responders.grid,
+                kind=s.warning.kind,
+                at=c.now,
+            )
+            if who is not None and c.rules.silences.items
+            else None
+        )
+        if silence is not None:
+            c.line(
+                "officer", frm, f"{rung.role}:silenced", f"{who} not paged: {silence.describe()}"
+            )
+            frm = f"{rung.role}:silenced"
+            index, attempt = index + 1, 1
+            continue
         if who is not None:
+            if note:
+                why = f"{why} ({note})"
             key = f"{s.warning.id}/{s.revision}/o{index}/{attempt}"
             to = c.emit("notify_officer", who, index, attempt, key, why).to
             c.notified(to)
             label = f"{rung.role}#{attempt}"
             c.line("officer", frm, label, why)
             return Track("running", index, attempt, c.now + rung.ack_within_s, key, to, label)
-        unknown = s.responders.unresolved or "not in the directory"
+        unknown = note or s.responders.unresolved or "not in the directory"
         c.line(
             "officer",
             frm,
@@ -315,6 +337,25 @@ def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
     why = "officer ladder exhausted; waiting for an ack or expiry"
     c.line("officer", frm, "exhausted", why, "exhausted")
     return Track("exhausted", old.step, old.attempt, INF, "", old.to, "exhausted")
+
+
+def _on_duty(c: _Step, role: str, attempt: int) -> tuple[str | None, str]:
+    """Who answers for ``role`` now: the roster's officer on duty when the station has a
+    rotation for the role (round robin among those on together), else the registry's; with
+    a note for the timeline."""
+    r = c.s.responders
+    rosters = c.rules.rosters
+    if r.station is not None and rosters.rotations and rosters.covers(r.station, role):
+        on = rosters.on_duty(r.station, role, c.now)
+        assert on is not None
+        who = pick(on, c.s.ordinal, attempt)
+        notes = "; ".join(on.notes)
+        if who is None:
+            return None, f"nobody on duty at station {r.station}, {on.shift} shift" + (
+                f": {notes}" if notes else ""
+            )
+        return who, f"on duty: {on.shift} shift" + (f"; {notes}" if notes else "")
+    return r.officer(role), ""
 
 
 def _officer_timeout(c: _Step) -> Track:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -41,15 +42,19 @@ UI_TIMEOUT_MS = 10_000
 class Console:
     base: str
     tokens: dict[str, str]
-    resident: int
-    """A contact of officer ``tokens['officer']`` (station ``tokens['chief']``)."""
+    residents: list[int]
+    """Contacts of officer ``tokens['officer']`` (station ``tokens['chief']``), each with a
+    phone of their own: ``serve`` correlates warnings about one resident or phone into one
+    incident, so each test's warning is about the next of them."""
     officer: str
     other_officer: str
 
     def submit(self, warning_id: str, resident: int | None = None) -> None:
+        if resident is None:
+            resident = self.residents.pop(0)
         r = httpx.post(
             f"{self.base}/api/v1/warnings",
-            content=warning_bytes(warning_id, self.resident if resident is None else resident),
+            content=warning_bytes(warning_id, resident),
             headers={"authorization": f"Bearer {self.tokens['centre']}"},
             timeout=10,
         )
@@ -71,8 +76,17 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         timeout=120,
     )
     reg = Registry.load(county)
-    rid = next(r for r in range(len(reg)) if int(reg.officer[r]) >= 0)
-    mine = reg.resident(rid)
+    # The officer with the most contacts: each test's warning is about another of them.
+    counts = np.bincount(reg.officer[reg.officer >= 0].astype(np.int64))
+    busiest = int(counts.argmax())
+    theirs: list[int] = []
+    phones: set[str] = set()
+    for r in np.flatnonzero(reg.officer == busiest).tolist():
+        if reg.phone[r] not in phones:
+            theirs.append(r)
+            phones.add(reg.phone[r])
+    assert len(theirs) >= 4, "the busiest officer has too few contacts for these tests"
+    mine = reg.resident(theirs[0])
     assert mine.officer is not None
     other = next(
         o.key
@@ -117,7 +131,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 pass
             assert time.monotonic() < deadline, "serve --http not ready within 60 s"
             time.sleep(0.2)
-        yield Console(base, tokens, rid, mine.officer, other)
+        yield Console(base, tokens, theirs, mine.officer, other)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()  # end of intake: the engine drains and stops

@@ -12,7 +12,18 @@ from importlib.metadata import EntryPoint, entry_points
 
 import click
 
-from engine.cli import audience, campaign, county, demo, group, reference, rules, serve, token
+from engine.cli import (
+    audience,
+    campaign,
+    county,
+    demo,
+    group,
+    reference,
+    roster,
+    rules,
+    serve,
+    token,
+)
 from engine.cli.reference import MESSAGES
 
 __all__ = ["MESSAGES", "main"]
@@ -57,3 +68,4 @@ main.add_command(serve.status)
 main.add_command(group.group)
 main.add_command(token.token)
 main.add_command(rules.rules)
+main.add_command(roster.roster)

@@ -1,5 +1,5 @@
-"""What the commands share: the console, the cache folder, failing with one line, and opening
-(or generating, the first time) the county a command works on."""
+"""What the commands share: the console, the cache folder, failing with one line, opening
+(or generating, the first time) the county a command works on, and the site's rules."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ import msgspec
 import trio
 from rich.console import Console
 
+from engine.errors import WarnDispatchError
 from engine.registry.registry import Registry
 from engine.registry.synthetic import GENERATOR_VERSION, CountySpec, generate_county
+from engine.rules.escalation import EscalationRules
 from engine.rules.loading import load_toml
+from engine.rules.sources import load_rules
 
 console = Console()
 
@@ -188,3 +191,32 @@ async def watch_signals(stop: trio.Event) -> None:
         async for _ in signals:
             stop.set()
             return
+
+
+rules_option = click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(path_type=Path, exists=True),
+    help="The site's rules folder: each of escalation.toml, rosters.toml, silences.toml, "
+    "correlation.toml, taxonomy.toml, campaigns.toml found there replaces the packaged one "
+    "(a single escalation file is accepted too) [the packaged rules].",
+)
+
+
+def rule_sources(path: Path | None) -> tuple[Path | None, dict[str, Path]]:
+    """``--rules``: a folder is the site's rules; a file (the older form) is its escalation
+    file alone."""
+    if path is None:
+        return None, {}
+    if path.is_file():
+        return None, {"escalation.toml": path}
+    return path, {}
+
+
+def site_rules(path: Path | None) -> EscalationRules:
+    """The machine's rules for ``--rules`` (packaged, then the site's, then flags), or exit
+    with one line naming the file, the key and what was expected."""
+    try:
+        return load_rules(*rule_sources(path))
+    except WarnDispatchError as exc:
+        fail(str(exc))

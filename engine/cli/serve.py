@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +29,10 @@ from engine.cli.common import (
     parse_ms,
     redis_url_option,
     residents_option,
+    rule_sources,
+    rules_option,
     seed_option,
+    site_rules,
     watch_signals,
 )
 from engine.durability import decode_record, decode_snapshot, rebuild
@@ -41,7 +45,8 @@ from engine.journal.reader import read_journal
 from engine.machine import WarningState
 from engine.model import describe_target
 from engine.registry.registry import Registry
-from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.escalation import EscalationRules
+from engine.rules.sources import load_rules
 from engine.service import ServiceStats
 from engine.transport import (
     JsonLinesDeadLetters,
@@ -80,20 +85,8 @@ def _parse_redis(url: str) -> tuple[str, int, int]:
         raise click.BadParameter("expected redis://HOST:PORT/DB with a numeric DB") from None
 
 
-rules_option = click.option(
-    "--rules",
-    "rules_file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Escalation rules (TOML) [the shipped rules/escalation.toml]. status must be given "
-    "the same file as serve.",
-)
-
-
 def _rules(path: Path | None) -> EscalationRules:
-    try:
-        return load_escalation(path)
-    except WarnDispatchError as exc:
-        fail(str(exc))
+    return site_rules(path)
 
 
 journal_option = click.option(
@@ -171,7 +164,7 @@ def serve(
     lease_ttl: str,
     wait_replicas: int,
     wait_timeout: str,
-    rules_file: Path | None,
+    rules_path: Path | None,
     http: str | None,
 ) -> None:
     """Run the engine: warnings in, actions out, every accepted warning journaled.
@@ -180,7 +173,8 @@ def serve(
     Redis Streams with --redis (wd:intake, wd:feedback -> wd:outbox, wd:dead). With --group as
     well, this process is one member of a group of engines sharing the work, each partition's
     journal in Redis (see README, "Running a group of engines"). Stops cleanly on
-    SIGINT/SIGTERM; the journal makes a restart continue where it stopped.
+    SIGINT/SIGTERM; the journal makes a restart continue where it stopped. SIGHUP reloads
+    the rules (--rules): a bad file keeps the old ones, logged and counted.
     """
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
@@ -211,7 +205,7 @@ def serve(
             raise click.BadParameter(str(exc)) from None
         try:
             reg = open_county(county, residents, seed, out=Console(stderr=True))
-            trio.run(_serve_group, reg, _rules(rules_file), redis_url, config, stats_out, http)
+            trio.run(_serve_group, reg, _rules(rules_path), redis_url, config, stats_out, http)
         except WarnDispatchError as exc:
             fail(str(exc))
         return
@@ -234,8 +228,9 @@ def serve(
             consumer,
             campaigns_file,
             stats_out,
-            _rules(rules_file),
+            _rules(rules_path),
             http,
+            partial(load_rules, *rule_sources(rules_path)),
         )
     except WarnDispatchError as exc:
         fail(str(exc))
@@ -254,6 +249,7 @@ async def _serve(
     stats_out: Path | None,
     rules: EscalationRules,
     http: str | None,
+    reload: Callable[[], EscalationRules],
 ) -> None:
     log = logging.getLogger("engine.serve")
     t0 = time.monotonic()
@@ -278,7 +274,9 @@ async def _serve(
 
         async def run() -> ServiceStats:
             if redis_at is None:
-                return await _serve_json_lines(app, path, feedback_file, dead_file, campaigns_file)
+                return await _serve_json_lines(
+                    app, path, feedback_file, dead_file, campaigns_file, reload
+                )
             host, port, db = redis_at
             opts = SourceOptions(consumer=consumer or "")
             async with open_redis_transport(host, port, db=db, options=opts) as t:
@@ -288,6 +286,7 @@ async def _serve(
                     feedback=t.feedback,
                     campaigns=t.campaigns,
                     dead_letters=t.dead,
+                    reload=reload,
                 )
 
         stats = await run() if http is None else await _with_http(app, http, run)
@@ -434,6 +433,7 @@ async def _serve_json_lines(
     feedback_file: Path | None,
     dead_file: Path | None,
     campaigns_file: Path | None,
+    reload: Callable[[], EscalationRules] | None = None,
 ) -> ServiceStats:
     """Warnings on stdin, actions on stdout, feedback and campaigns from files or FIFOs, dead
     letters in their own file (never beside the logs)."""
@@ -446,7 +446,9 @@ async def _serve_json_lines(
     camp = await JsonLinesIntake.open(campaigns_file, dead_letters=dead) if campaigns_file else None
     out = JsonLinesOutbox(None)
     try:
-        return await app.serve(intake, out, feedback=fb, campaigns=camp, dead_letters=dead)
+        return await app.serve(
+            intake, out, feedback=fb, campaigns=camp, dead_letters=dead, reload=reload
+        )
     finally:
         for closing in (intake, fb, camp, out, dead):
             if closing is not None:
@@ -469,7 +471,7 @@ async def _serve_json_lines(
 def status(
     warning_id: str,
     journal_dir: Path | None,
-    rules_file: Path | None,
+    rules_path: Path | None,
     redis_url: str | None,
     group: str,
     partitions: int,
@@ -478,10 +480,10 @@ def status(
 
     With --redis, from the journal in Redis of the group partition that holds the warning."""
     if redis_url is not None:
-        state = _state_in_group(warning_id, _rules(rules_file), redis_url, group, partitions)
+        state = _state_in_group(warning_id, _rules(rules_path), redis_url, group, partitions)
     else:
         state = _state_on_disk(
-            warning_id, _rules(rules_file), journal_dir or cache_dir() / "journal"
+            warning_id, _rules(rules_path), journal_dir or cache_dir() / "journal"
         )
     _print_state(state)
 

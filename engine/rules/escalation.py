@@ -16,6 +16,8 @@ import msgspec
 from engine.model import KIND_PATTERN
 from engine.rules.correlation import NO_CORRELATION, CorrelationRules
 from engine.rules.loading import RuleError, convert, default_rules_dir, load_toml
+from engine.rules.roster import EMPTY_ROSTERS, Rosters
+from engine.rules.silences import EMPTY_SILENCES, Silences
 
 T = TypeVar("T")
 
@@ -108,13 +110,16 @@ class EscalationRules(msgspec.Struct, frozen=True):
     """All kinds. ``policy(kind, level)`` is what the machine asks for.
 
     The other rule files the machine reads when a rung fires ride along, so the machine keeps
-    one ``rules`` argument: ``correlation`` (exercise recipients; the shell reads the rest; none
+    one ``rules`` argument: ``rosters`` and ``silences`` (read when a rung fires),
+    ``correlation`` (exercise recipients; the shell reads the rest; none
     unless loaded from a rules folder).
-    :func:`engine.rules.ruleset.load_rules` fills them from a rules folder."""
+    :func:`engine.rules.sources.load_rules` fills them from a rules folder."""
 
     kinds: dict[str, KindPolicy]
     source: str = "<memory>"
     correlation: CorrelationRules = NO_CORRELATION
+    rosters: Rosters = EMPTY_ROSTERS
+    silences: Silences = EMPTY_SILENCES
     running_warnings: Literal["keep", "adopt"] = "keep"
 
     def policy(self, kind: str, level: int) -> LevelPolicy:
