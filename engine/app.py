@@ -33,9 +33,17 @@ from engine.journal import FsyncPolicy, Journal
 from engine.journal.backend import JournalBackend
 from engine.registry.registry import Registry
 from engine.registry.responders import RegistryDirectory
-from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.escalation import EscalationRules
+from engine.rules.sources import load_rules
 from engine.scheduler import Engine
-from engine.service import CampaignFeed, InputObserver, Observer, ServiceStats, serve
+from engine.service import (
+    AreaCampaigns,
+    CampaignFeed,
+    InputObserver,
+    Observer,
+    ServiceStats,
+    serve,
+)
 from engine.stats import Stats, Summary
 from engine.transport.base import DeadLetterSink, IntakeSource, OutboxSink
 from engine.window_tags import RecentTags
@@ -50,6 +58,9 @@ CAMPAIGN_CHANNEL = 65536
 @dataclass(frozen=True, kw_only=True)
 class AppConfig:
     """What a running engine is made of. Only ``registry`` is required.
+
+    ``rules``: the machine's rules; by default the packaged rules folder as ``serve`` loads it
+    (:func:`engine.rules.sources.load_rules`: ladders, rosters, silences, correlation).
 
     ``journal``: a folder (opened and closed by the app), an already open :class:`Journal`
     (the caller owns it), or None for an engine that keeps everything in memory.
@@ -90,6 +101,8 @@ class App:
     window_tags: RecentTags
     journal: JournalBackend | None
     metrics: Metrics | None = None
+    area_campaigns: AreaCampaigns | None = None
+    """Starts the campaign of an area alert while :meth:`serve` runs (rules permitting)."""
 
     @property
     def observers(self) -> list[Observer]:
@@ -97,6 +110,8 @@ class App:
         hooks: list[Observer] = [self.stats.observe_actions, self.window_tags.observe_actions]
         if self.metrics is not None:
             hooks.append(self.metrics.observe_actions)
+        if self.area_campaigns is not None:
+            hooks.append(self.area_campaigns.observe_actions)
         return hooks
 
     @property
@@ -142,20 +157,25 @@ class App:
         """Run :func:`engine.service.serve` with this app's parts and observers until SIGINT,
         SIGTERM or ``stop``; ``reload`` is called on SIGHUP for new rules. Returns the
         service's counters."""
-        return await serve(
-            self.engine,
-            intake,
-            outbox,
-            feedback=feedback,
-            stop=stop,
-            handle_signals=handle_signals,
-            observers=self.observers,
-            input_observers=self.input_observers,
-            campaigns=self.campaign_feed(campaigns),
-            dead_letters=dead_letters,
-            reload=reload,
-            task_status=task_status,
-        )
+        async with trio.open_nursery() as nursery:
+            if self.area_campaigns is not None:
+                nursery.start_soon(self.area_campaigns.run)
+            result = await serve(
+                self.engine,
+                intake,
+                outbox,
+                feedback=feedback,
+                stop=stop,
+                handle_signals=handle_signals,
+                observers=self.observers,
+                input_observers=self.input_observers,
+                campaigns=self.campaign_feed(campaigns),
+                dead_letters=dead_letters,
+                reload=reload,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+        return result
 
     def summary(self) -> Summary:
         """The statistics so far, in the format of the simulator's ``summary.json``."""
@@ -189,7 +209,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         engine = await stack.enter_async_context(
             Engine.open(
                 config.directory if config.directory is not None else RegistryDirectory(reg),
-                config.rules if config.rules is not None else load_escalation(),
+                config.rules if config.rules is not None else load_rules(),
                 journal=journal,
                 snapshot_every=config.snapshot_every,
                 wall_clock=config.wall_clock,
@@ -198,13 +218,14 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
         )
         send, recv = trio.open_memory_channel[CampaignAction](CAMPAIGN_CHANNEL)
         options: dict[str, Any] = {
-            "on_ended": lambda campaign_id, _state: engine.campaign_records.end(campaign_id)
+            "on_ended": lambda campaign_id, _state: engine.campaign_records.end(campaign_id),
+            "exercise_recipients": lambda: engine.rules.correlation.exercise.recipients,
         }
         if config.campaign_wall_clock is not None:
             options["wall_clock"] = config.campaign_wall_clock
         campaigns = await stack.enter_async_context(CampaignService.open(reg, send, **options))
         start = config.stats_start if config.stats_start is not None else engine.now()
-        yield App(
+        app = App(
             config=config,
             engine=engine,
             campaigns=campaigns,
@@ -215,4 +236,7 @@ async def open_app(config: AppConfig) -> AsyncIterator[App]:
             window_tags=config.window_tags if config.window_tags is not None else RecentTags(reg),
             journal=journal,
             metrics=_metrics(engine, campaigns, journal) if config.metrics else None,
+            # issued area campaigns are counted like any other: app.campaign_issued, late bound
+            area_campaigns=AreaCampaigns(engine, campaigns, lambda c: app.campaign_issued(c)),
         )
+        yield app

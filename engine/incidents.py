@@ -17,8 +17,11 @@ warnings, nor count toward area alerts.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import deque
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
@@ -59,20 +62,25 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 ALONE: Final = Decision()
 
 
-def _keys(rules: CorrelationRules, warning: WarningInstruction, r: Responders) -> list[str]:
+Key = int | str
+"""A correlation key: a resident id (an int: cheaper than a string, and never equal to one),
+or ``p`` + a phone digest for a phone number or a household."""
+
+
+def _keys(rules: CorrelationRules, warning: WarningInstruction, r: Responders) -> tuple[Key, ...]:
     inc = rules.incidents
     if inc is None:
-        return []
-    keys = []
+        return ()
+    keys: list[Key] = []
     if "resident" in inc.by and r.resident is not None:
-        keys.append(f"r{r.resident}")
+        keys.append(r.resident)
     if "phone" in inc.by and isinstance(warning.target, PhoneTarget):
         keys.append(f"p{phone_digest(warning.target.phone)}")
     if "household" in inc.by and r.household is not None:
         key = f"p{r.household}"
         if key not in keys:
             keys.append(key)
-    return keys
+    return tuple(keys)
 
 
 class Correlator:
@@ -81,8 +89,10 @@ class Correlator:
 
     def __init__(self, rules: CorrelationRules) -> None:
         self.rules = rules
-        self._open: dict[str, tuple[str, float]] = {}  # key -> (first warning, started at)
-        self._expiry: deque[tuple[float, str, str]] = deque()  # (started, key, id): pruning
+        # key -> the first warning of its open incident; one expiry entry per warning (not
+        # per key) for pruning: an index held for every warning of the last window_s.
+        self._open: dict[Key, str] = {}
+        self._expiry: deque[tuple[float, str, tuple[Key, ...]]] = deque()
         self._areas: dict[str, list[tuple[str, str]]] = {}  # grid -> [(area warning, kind)]
         self._recent: dict[str, deque[float]] = {}  # grid -> intake times (area alerts)
         self._alerted: dict[str, float] = {}  # grid -> last area alert
@@ -119,20 +129,23 @@ class Correlator:
         keys = _keys(rules, warning, responders)
         best: tuple[float, str] | None = None
         for key in keys:
-            found = self._open.get(key)
-            if found is None:
+            first = self._open.get(key)
+            if first is None:
                 continue
-            wid, started = found
-            s = states.get(wid)
-            if s is None or s.status != "active" or now - started > inc.window_s:
+            s = states.get(first)
+            if s is None or s.status != "active" or not s.timeline:
                 continue
-            if _room(states, wid) and (best is None or started < best[0]):
-                best = (started, wid)
+            started = s.timeline[0].at  # the intake: a state's first line
+            if now - started > inc.window_s:
+                continue
+            if len(s.sources) < MAX_SOURCES and (best is None or started < best[0]):
+                best = (started, first)
         if best is not None:
             return Decision(best[1], "correlated", alert)
-        for key in keys:
-            self._open[key] = (warning.id, now)
-            self._expiry.append((now, key, warning.id))
+        if keys:
+            for key in keys:
+                self._open[key] = warning.id
+            self._expiry.append((now, warning.id, keys))
         return Decision(area_alert=alert)
 
     def _live_areas(self, grid: str, states: Mapping[str, WarningState]) -> list[tuple[str, str]]:
@@ -173,9 +186,10 @@ class Correlator:
     def _prune(self, before: float) -> None:
         q = self._expiry
         while q and q[0][0] < before:
-            _, key, wid = q.popleft()
-            if self._open.get(key, ("",))[0] == wid:
-                del self._open[key]
+            _, wid, keys = q.popleft()
+            for key in keys:
+                if self._open.get(key) == wid:
+                    del self._open[key]
 
     def restore(self, states: Mapping[str, WarningState], now: float) -> None:
         """Rebuild the index from the states after a restart: open incidents whose first
@@ -200,9 +214,11 @@ class Correlator:
                     self._areas.setdefault(r.grid, []).append((wid, w.kind))
                 continue
             if inc is not None and w.kind in inc.kinds and at > now - inc.window_s:
-                for key in _keys(self.rules, w, r):
-                    self._open.setdefault(key, (wid, at))
-                    self._expiry.append((at, key, wid))
+                keys = _keys(self.rules, w, r)
+                for key in keys:
+                    self._open.setdefault(key, wid)
+                if keys:
+                    self._expiry.append((at, wid, keys))
 
     @property
     def tracked(self) -> int:
@@ -241,6 +257,42 @@ def area_alert_action(
         ),
         cause="linked",
     )
+
+
+def area_campaign(action: Action, rules: CorrelationRules, now: float) -> bytes | None:
+    """The urgent campaign an area alert starts (``[area_alert.campaign]``), as the JSON the
+    campaigns stream takes, or None without one. Its id ``area-{grid}-{warning id}`` is the
+    same when a replay repeats the alert, so the campaign is never issued twice."""
+    area = rules.area_alert
+    if action.action != "area_alert" or area is None or area.campaign is None:
+        return None
+    grid = action.key.rpartition("/area/")[2]
+    if not grid or grid == "None":
+        return None
+    c = area.campaign
+    expires = datetime.fromtimestamp(now + c.expires_after_s, UTC)
+    return msgspec.json.encode(
+        {
+            "id": _area_campaign_id(grid, action.warning_id),
+            "title": c.title,
+            "text": c.text,
+            "audience": f"({c.audience}) & grid:{grid}",
+            "priority": "urgent",
+            "issuer": "area-alert",
+            "category": c.category,
+            "expires_at": expires.isoformat(),
+        }
+    )
+
+
+def _area_campaign_id(grid: str, warning_id: str) -> str:
+    """A campaign id (64 printable characters at most, no '/') for the alert's grid and
+    warning: readable when it fits, a digest of the warning id when it does not."""
+    ident = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"area-{grid}-{warning_id}")
+    if len(ident) <= 64:
+        return ident
+    digest = hashlib.blake2b(warning_id.encode(), digest_size=8).hexdigest()
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", f"area-{grid}")[:47] + "-" + digest
 
 
 class RuleBook:

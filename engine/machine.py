@@ -345,9 +345,12 @@ def _on_duty(c: _Step, role: str, attempt: int) -> tuple[str | None, str]:
     a note for the timeline."""
     r = c.s.responders
     rosters = c.rules.rosters
-    if r.station is not None and rosters.rotations and rosters.covers(r.station, role):
-        on = rosters.on_duty(r.station, role, c.now)
-        assert on is not None
+    on = (
+        rosters.on_duty(r.station, role, c.now)
+        if r.station is not None and rosters.rotations
+        else None
+    )
+    if on is not None:
         who = pick(on, c.s.ordinal, attempt)
         notes = "; ".join(on.notes)
         if who is None:
@@ -691,10 +694,22 @@ def _link(s: WarningState, ev: Link, now: float, rules: EscalationRules) -> Step
 
 
 def _joined(ev: Joined, now: float) -> StepResult:
-    """A new warning that another warning's ladder will work: recorded, never laddered."""
+    """A new warning that another warning's ladder will work: recorded, never laddered. The
+    county centre gets one ``report`` saying which incident took it (its key names the
+    incident, so statistics fed from the outbox can give it the incident's outcome)."""
     it = ev.intake
     w = it.warning
     how = "correlated with" if ev.why == "correlated" else "inhibited by the area warning"
+    report = Action(
+        key=f"{w.id}/0/joined/{ev.incident}",
+        warning_id=w.id,
+        action="report",
+        to=it.responders.county_centre,
+        kind=w.kind,
+        level=w.level,
+        reason=f"{how} {ev.incident}, whose ladder works it",
+        cause="linked",
+    )
     s = WarningState(
         warning=w,
         responders=it.responders,
@@ -715,7 +730,7 @@ def _joined(ev: Joined, now: float) -> StepResult:
             ),
         ),
     )
-    return s, (), None
+    return s, (report,), None
 
 
 def _incident_ended(s: WarningState, ev: IncidentEnded, now: float) -> StepResult:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.model import Acknowledged, Action, FeedbackEvent, WarningInstruction
@@ -63,12 +63,20 @@ class EngineCollector(Collector):
             "Warnings the engine holds, by kind, level and state (active, closed, expired...).",
             labels=["kind", "level", "state"],
         )
-        counts: Counter[tuple[str, str, str]] = Counter(
-            (s.warning.kind, str(s.warning.level), s.status) for s in engine.states()
+        drills = GaugeMetricFamily(
+            "wd_exercise_warnings",
+            "Exercise warnings (CAP status Exercise), counted apart from wd_warnings.",
+            labels=["kind", "level", "state"],
         )
-        for (kind, level, status), n in sorted(counts.items()):
-            warnings.add_metric([kind, level, status], n)
+        counts: Counter[tuple[bool, str, str, str]] = Counter(
+            (s.warning.status == "exercise", s.warning.kind, str(s.warning.level), s.status)
+            for s in engine.states()
+        )
+        for (drill, kind, level, status), n in sorted(counts.items()):
+            (drills if drill else warnings).add_metric([kind, level, status], n)
         yield warnings
+        yield drills
+        yield from _reloads(engine)
         yield _gauge(
             "wd_outbox_unsent", "Actions produced and not yet confirmed sent.", engine.unsent
         )
@@ -78,6 +86,20 @@ class EngineCollector(Collector):
         stats = engine.stats
         yield _gauge(
             "wd_dead_letters_engine", "Messages the engine loop refused.", stats.dead_letters
+        )
+        joined = CounterMetricFamily(
+            "wd_warnings_joined",
+            "Warnings that joined another's incident instead of a ladder of their own: "
+            "correlated (same resident, phone or household) or inhibited (an area warning).",
+            labels=["why"],
+        )
+        joined.add_metric(["correlated"], stats.correlated)
+        joined.add_metric(["inhibited"], stats.inhibited)
+        yield joined
+        yield CounterMetricFamily(
+            "wd_area_alerts",
+            "Area alerts: many warnings in one grid within minutes (rules/correlation.toml).",
+            value=stats.area_alerts,
         )
         journal = self.journal
         if journal is not None:
@@ -112,6 +134,39 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def _reloads(engine: Engine) -> Iterator[Metric]:
+    """Rule reloads (SIGHUP): taken and refused, when last, and the generation in force, so an
+    alert can fire on ``increase(wd_rules_reloads_total{result="failed"}[10m]) > 0``."""
+    r = engine.reloads
+    total = CounterMetricFamily(
+        "wd_rules_reloads",
+        "Rule reloads by result (ok, failed: the old rules stayed).",
+        labels=["result"],
+    )
+    total.add_metric(["ok"], r.ok)
+    total.add_metric(["failed"], r.failed)
+    yield total
+    last = GaugeMetricFamily(
+        "wd_rules_last_reload_timestamp_seconds",
+        "When the last reload with this result happened (engine clock, epoch seconds).",
+        labels=["result"],
+    )
+    for result, at in (("ok", r.last_ok_at), ("failed", r.last_failed_at)):
+        if at is not None:
+            last.add_metric([result], at)
+    yield last
+    yield _gauge(
+        "wd_rules_generation",
+        "The rules generation in force: 0 at start, one more per reload that took.",
+        engine.rulebook.generation,
+    )
+    yield _gauge(
+        "wd_rules_generations_held",
+        "Rules generations kept for running warnings that started under them.",
+        engine.rulebook.generations,
+    )
+
+
 class Metrics:
     """One engine's metrics: a registry holding the scrape-time collector and the observed
     counters and histograms; :meth:`observe_actions` and :meth:`observe_inputs` are hooks."""
@@ -138,6 +193,16 @@ class Metrics:
         self.intake = PromCounter(
             "wd_intake", "Messages accepted, by type (warning, feedback).", ["type"], registry=r
         )
+        self.drills = PromCounter(
+            "wd_exercise_actions",
+            "Actions of exercise warnings, by action: counted apart from wd_actions_sent, and "
+            "kept out of the deadline, escalation and time-to metrics.",
+            ["action"],
+            registry=r,
+        )
+        self.drill_intake = PromCounter(
+            "wd_exercise_intake", "Exercise warnings accepted (CAP status Exercise).", registry=r
+        )
         self.to_ack = Histogram(
             "wd_time_to_acknowledge_seconds",
             "From a warning's arrival to an officer's acknowledgement, by kind and station.",
@@ -161,6 +226,9 @@ class Metrics:
 
     def observe_actions(self, actions: Sequence[Action], now: float) -> None:
         for a in actions:
+            if a.exercise:
+                self.drills.labels(a.action).inc()
+                continue
             self.actions.labels(a.action).inc()
             if a.cause in MISSED:
                 self.missed.labels(a.kind, a.cause).inc()
@@ -176,11 +244,15 @@ class Metrics:
     ) -> None:
         for item in items:
             if isinstance(item, WarningInstruction):
-                self.intake.labels("warning").inc()
+                if item.status == "exercise":
+                    self.drill_intake.inc()
+                else:
+                    self.intake.labels("warning").inc()
                 continue
             self.intake.labels("feedback").inc()
             if isinstance(item, Acknowledged):
                 arrived = self._arrived(item.warning_id)
-                if arrived is not None:
+                state = self.engine.status(item.warning_id)
+                if arrived is not None and state is not None and state.warning.status != "exercise":
                     at, kind, station = arrived
                     self.to_ack.labels(kind, station).observe(max(0.0, now - at))

@@ -33,7 +33,7 @@ import heapq
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, TypeVar
@@ -51,9 +51,17 @@ from engine.durability import (
     Ticked,
 )
 from engine.errors import WarnDispatchError
-from engine.incidents import ALONE, Correlator, Decision, RuleBook, apply, area_alert_action
+from engine.incidents import (
+    ALONE,
+    Change,
+    Correlator,
+    Decision,
+    RuleBook,
+    apply,
+    area_alert_action,
+)
 from engine.journal.backend import JournalBackend
-from engine.machine import TICK, Event, WarningState, validate_arrival, validate_warning
+from engine.machine import TICK, Event, WarningState, step, validate_arrival, validate_warning
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -107,6 +115,11 @@ class EngineStats(msgspec.Struct):
     actions: int = 0
     dead_letters: int = 0
     evicted: int = 0
+    correlated: int = 0
+    """Warnings that joined an earlier one's incident (same resident, phone or household)."""
+    inhibited: int = 0
+    """Per-resident warnings that joined an active area-wide warning instead of a push."""
+    area_alerts: int = 0
 
 
 class ReloadStats(msgspec.Struct):
@@ -591,7 +604,20 @@ class Engine:
         it must be pushed again even if the deadline did not change. False: nothing changed
         (unknown warning, machine error), so there is nothing to journal."""
         try:
-            changes = apply(self._states, wid, event, now, self.rulebook, decision)
+            old = self._states.get(wid)
+            if (
+                decision is ALONE
+                and old is not None
+                and not old.sources
+                and old.status != "linked"
+                and old.status == "active"
+            ):
+                # The common case, one warning and no incident: step it directly (what
+                # apply() would do, without building its overlay).
+                new, acts, due = step(old, event, now, self.rulebook.for_state(old))
+                changes: list[Change] | None = None if new is None else [(wid, old, new, acts, due)]
+            else:
+                changes = apply(self._states, wid, event, now, self.rulebook, decision)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
@@ -599,19 +625,23 @@ class Engine:
         if changes is None:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
             return False
-        for w, old, new, actions, deadline in changes:
-            self._states[w] = new
+        touched = False
+        for w, before, after, actions, deadline in changes:
+            self._states[w] = after
             self.feed.touch(w)
-            self._active += (new.status == "active") - (old is not None and old.status == "active")
+            self._active += (after.status == "active") - (
+                before is not None and before.status == "active"
+            )
             if actions:
                 self._send(actions)
-            self._schedule(w, old, deadline, now, popped=popped and w == wid)
-        if popped and all(w != wid for w, *_ in changes):
+            if w == wid:
+                touched = True
+            self._schedule(w, before, deadline, now, popped=popped and w == wid)
+        if popped and not touched:
             self._schedule(wid, None, self._states[wid].next_deadline, now, popped=True)
         return True
 
-    def _send(self, actions: Iterable[Action]) -> None:
-        actions = tuple(actions)
+    def _send(self, actions: Sequence[Action]) -> None:
         self._pending.extend(actions)
         self.stats.actions += len(actions)
         if self._unsent is not None:
@@ -684,7 +714,13 @@ class Engine:
         generation = old.generation if old is not None else self.rulebook.generation
         event = durability.intake_event(warning, responders, ordinal, generation)
         if self._apply(warning.id, event, now, decision=decision):
+            if decision.incident is not None and old is None:
+                if decision.why == "inhibited":
+                    self.stats.inhibited += 1
+                else:
+                    self.stats.correlated += 1
             if decision.area_alert:
+                self.stats.area_alerts += 1
                 self._send((area_alert_action(warning, responders, self.rules.correlation),))
             if self._journal is not None:
                 self._records.append(record)

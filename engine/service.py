@@ -39,6 +39,7 @@ from engine.campaigns.campaign import (
     decode_control,
     is_control,
 )
+from engine.incidents import area_campaign
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -351,6 +352,51 @@ async def run_campaigns(
                 await engine.durable()
                 await source.ack(ok)
                 stats.campaigns += len(ok)
+
+
+class AreaCampaigns:
+    """Starts the urgent campaign of an area alert (``[area_alert.campaign]`` in
+    rules/correlation.toml): an action observer hands each area alert to a task that issues the
+    campaign through :func:`accept_campaign`, so it is journaled like any other and re-issued
+    after a restart. A replayed alert has the same campaign id and is not issued twice."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        campaigns: CampaignService,
+        on_issued: Callable[[Campaign], object] | None = None,
+    ) -> None:
+        self.engine, self.campaigns, self.on_issued = engine, campaigns, on_issued
+        self._send, self._recv = trio.open_memory_channel[bytes](1024)
+        self.started = 0
+        self.refused = 0
+
+    def observe_actions(self, actions: Sequence[Action], now: float) -> None:
+        for a in actions:
+            if a.action != "area_alert":
+                continue
+            raw = area_campaign(a, self.engine.rules.correlation, now)
+            if raw is None:
+                continue
+            try:
+                self._send.send_nowait(raw)
+            except trio.WouldBlock:  # 1,024 alerts waiting: the cooldowns make this unreachable
+                self.refused += 1
+                log.warning("area campaign for %s not started: too many waiting", a.key)
+
+    async def run(self) -> None:
+        async for raw in self._recv:
+            try:
+                campaign = await accept_campaign(self.engine, self.campaigns, raw, self.on_issued)
+            except DuplicateCampaign:
+                continue  # the alert was replayed after a restart: its campaign runs already
+            except CampaignError as exc:
+                self.refused += 1
+                log.warning("area campaign not started: %s", exc)
+                continue
+            self.started += 1
+            await self.engine.durable()
+            log.info("area campaign %s started (%s)", campaign.id, campaign.audience)
 
 
 async def accept_campaign(

@@ -104,8 +104,11 @@ def topology() -> Iterator[SentinelTopology]:
 class Producer:
     """XADD + WAIT 1 on one connection; a warning counts as acknowledged only then."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, residents: list[int]) -> None:
         self.client = client
+        self.residents = residents
+        """Residents with a phone of their own: the engines correlate warnings about one
+        resident, phone or household into one incident (one first notice for all of them)."""
         self.acked: dict[str, float] = {}
         self.n = 0
         self.failures = 0
@@ -124,7 +127,7 @@ class Producer:
     def warning(self) -> None:
         i = self.n
         self.n += 1
-        body = json.loads(warning_json(i % RESIDENTS))
+        body = json.loads(warning_json(self.residents[i % len(self.residents)]))
         body["id"] = f"c-{i}"
         if self.send("wd:intake", json.dumps(body).encode()):
             self.acked[body["id"]] = time.time()
@@ -153,10 +156,15 @@ def test_chaos(topology: SentinelTopology, tmp_path: Path) -> None:
     spec = CountySpec(
         residents=RESIDENTS, contacts=1500, officers=40, stations=2, villages=10, seed=SEED
     )
-    generate_county(spec).save(county)
+    reg = generate_county(spec)
+    reg.save(county)
+    seen: dict[str, int] = {}
+    for rid in range(len(reg)):
+        seen[reg.phone[rid]] = -1 if reg.phone[rid] in seen else rid
+    own_phone = sorted(r for r in seen.values() if r >= 0)
     engines = Engines(topology.url(), county, tmp_path / "home", tmp_path)
     client = connect(topology.url())
-    producer = Producer(client)
+    producer = Producer(client, own_phone)
     try:
         for name in ENGINES:
             engines.start(name)

@@ -112,6 +112,10 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     media: Media | None = None
     starts_at: Timestamp | None = None
     expires_at: Timestamp | None = None
+    status: Literal["actual", "exercise"] = "actual"
+    """CAP's status: an ``exercise`` is planned for real (audience, caps, tasks, so its
+    progress shows what it would do) but sends nothing to residents or officers' tasks and
+    leaves the frequency caps untouched; the exercise's recipients get one notice each."""
 
     def __post_init__(self) -> None:
         for name in ("starts_at", "expires_at"):
@@ -231,6 +235,8 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     read: int
     dropped: int
     deferred_until: float | None = None
+    exercise: bool = False
+    """An exercise: the counts say what it would send; ``sent`` stays 0."""
 
 
 Outcome = Literal["not_in_audience", "capped", "duplicate", "pending", "sent", "read", "dropped"]
@@ -275,6 +281,9 @@ class ChatSend(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="campaig
     text: str
     media: Media | None = None
     attempt: int = 1
+    exercise: bool = False
+    """An exercise campaign's notice: ``to`` is ``officer:{key}`` of an exercise recipient;
+    statistics count it apart and it reaches no resident."""
 
 
 class SmsSend(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="campaign_sms"):

@@ -24,7 +24,7 @@ are a ``bincount`` of it, so they cannot drift from what happened. Time comes on
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -99,14 +99,16 @@ class _Run:
 
     __slots__ = ("plan", "routine", "scope", "sms_deferred_until", "state", "status", "tasks")
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, exercise: bool = False) -> None:
         self.plan = plan
         self.routine = plan.campaign.priority == "routine"
         self.status = np.where(
-            plan.reason <= Reason.SMS, np.uint8(SendStatus.PENDING), np.uint8(SendStatus.SKIPPED)
+            (plan.reason <= Reason.SMS) & (not exercise),
+            np.uint8(SendStatus.PENDING),
+            np.uint8(SendStatus.SKIPPED),
         ).astype(np.uint8)
-        self.tasks = {t.id: _Task(t, not self.routine) for t in plan.tasks}
-        self.state: CampaignState = "scheduled"
+        self.tasks = {} if exercise else {t.id: _Task(t, not self.routine) for t in plan.tasks}
+        self.state: CampaignState = "done" if exercise else "scheduled"
         self.scope = trio.CancelScope(deadline=plan.expires)
         self.sms_deferred_until: float | None = None
 
@@ -146,8 +148,12 @@ class CampaignService:
         wall_clock: WallClock | None = None,
         ledger: Ledger | None = None,
         on_ended: Callable[[str, CampaignState], object] | None = None,
+        exercise_recipients: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.registry = registry
+        self.exercise_recipients = exercise_recipients or (lambda: ())
+        """Who an exercise campaign's notice goes to (the rules' exercise recipients, read at
+        each issue so a reload applies)."""
         self.on_ended = on_ended
         """Told when a campaign is done, cancelled or expired (not when the service stops)."""
         self.policy = policy if policy is not None else load_campaign_policy()
@@ -212,6 +218,8 @@ class CampaignService:
             wall_now=self.wall_clock(now),
         )
         # Validation is over: from here on nothing raises.
+        if campaign.status == "exercise":
+            return self._exercise(plan)
         apply_plan(plan, self.ledger)
         run = _Run(plan)
         self._runs[campaign.id] = run
@@ -235,6 +243,49 @@ class CampaignService:
         )
         self.ledger.forget_contents(now, {r.plan.content_key for r in self._runs.values()})
         return progress
+
+    def _exercise(self, plan: Plan) -> Progress:
+        """An exercise campaign: the plan stands as the answer to "what would it do?", the
+        ledger (frequency caps, duplicates) is left as it was, no resident and no officer's
+        task gets anything, and each exercise recipient gets one notice saying what it would
+        have sent."""
+        c = plan.campaign
+        run = _Run(plan, exercise=True)
+        self._runs[c.id] = run
+        p = self.progress(c.id)
+        recipients = tuple(self.exercise_recipients())
+        text = (
+            f"[exercise] {c.text}\n\n(exercise campaign {c.id}: would reach {p.to_send} of "
+            f"{p.resolved} residents, {p.tasks} officers' tasks, {p.sms} by SMS; "
+            f"{p.capped} capped, {p.duplicate} duplicate)"
+        )
+        for who in recipients:
+            self._emit_soon(
+                ChatSend(
+                    key=f"campaign/{c.id}/exercise/{who}",
+                    campaign_id=c.id,
+                    task_id=f"{c.id}/exercise",
+                    officer=who,
+                    to=f"officer:{who}",
+                    priority=c.priority,
+                    title=f"[exercise] {c.title}",
+                    text=text,
+                    media=c.media,
+                    exercise=True,
+                )
+            )
+        log.info(
+            "exercise campaign %s issued by %s: would reach %d of %d residents; %d recipients "
+            "told, caps untouched",
+            c.id,
+            c.issuer,
+            p.to_send,
+            p.resolved,
+            len(recipients),
+        )
+        if self.on_ended is not None:
+            self.on_ended(c.id, "done")
+        return p
 
     def confirm(self, task_id: str, officer: str | None = None) -> bool:
         """An officer's one click: send this routine task. False if nothing changed (already
@@ -308,7 +359,7 @@ class CampaignService:
             duplicate=int(by_reason[Reason.DUPLICATE]),
             to_send=int(by_reason[Reason.CHAT] + by_reason[Reason.SMS]),
             sms=int(by_reason[Reason.SMS]),
-            tasks=len(run.tasks),
+            tasks=len(plan.tasks),
             confirmed_tasks=confirmed_tasks,
             confirmed=confirmed,
             awaiting_confirmation=awaiting,
@@ -318,6 +369,7 @@ class CampaignService:
             read=int(by_status[SendStatus.READ]),
             dropped=int(by_status[SendStatus.DROPPED]),
             deferred_until=deferred_until if deferred else None,
+            exercise=plan.campaign.status == "exercise",
         )
 
     def explain(self, campaign_id: str, resident: int) -> Disposition:

@@ -39,7 +39,7 @@ from engine.rules.escalation import EscalationRules, load_escalation
 from engine.rules.loading import RuleError, default_rules_dir
 from engine.rules.roster import load_rosters
 from engine.rules.silences import load_silences
-from engine.rules.sources import RULE_FILES, load_rules
+from engine.rules.sources import RULE_FILES, load_rules, rule_path
 from engine.rules.taxonomy import load_taxonomy
 
 __all__ = ["RULE_LOADERS", "rules"]
@@ -90,13 +90,29 @@ def check(folder: Path | None) -> None:
         else:
             click.echo(f"ok: {where / name}")
     if not bad:
+        site = where if folder is not None else None
         try:
-            load_rules(where if folder is not None else None)
+            machine = load_rules(site)
+            _check_area_campaign(machine, rule_path("campaigns.toml", site), site)
         except RuleError as exc:
             bad += 1
             click.echo(f"error: {exc}", err=True)
     if bad:
         sys.exit(2)
+
+
+def _check_area_campaign(machine: EscalationRules, campaigns_file: Path, site: Path | None) -> None:
+    """Across files: an area alert's campaign must use a category the campaign caps know."""
+    area = machine.correlation.area_alert
+    if area is None or area.campaign is None:
+        return
+    categories = load_campaign_policy(campaigns_file).categories
+    if area.campaign.category not in categories:
+        raise RuleError(
+            rule_path("correlation.toml", site),
+            "area_alert.campaign.category",
+            f"one of the categories of {campaigns_file} ({', '.join(categories)})",
+        )
 
 
 def _target(text: str) -> Target:

@@ -36,7 +36,7 @@ class AreaCampaign(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
     audience: Annotated[str, msgspec.Meta(min_length=1, max_length=400)] = "all"
-    category: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "fraud_alert"
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "antifraud"
     expires_after_s: Window = 6 * 3600.0
 
 

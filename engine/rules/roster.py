@@ -14,6 +14,7 @@ happens twice (autumn) the first one counts.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -153,7 +154,45 @@ class Rosters(msgspec.Struct, frozen=True, dict=True):
 
     def on_duty(self, station: str, role: str, at: float) -> OnDuty | None:
         """Who is on at ``at``; None when the station has no rotation for the role (the
-        registry's answer then stands)."""
+        registry's answer then stands).
+
+        Answers are cached per station and role for as long as they hold: within one shift
+        and between two leave or override boundaries nothing changes, so the rung that fires
+        next in the same shift (the usual case) costs a dict lookup and two comparisons."""
+        cache: dict[tuple[str, str], tuple[float, float, OnDuty | None]] | None
+        cache = self.__dict__.get("_answers")
+        if cache is None:
+            cache = self.__dict__["_answers"] = {}
+        hit = cache.get((station, role))
+        if hit is not None and hit[0] <= at < hit[1]:
+            return hit[2]
+        if (station, role) not in self._compiled()[0]:
+            return None
+        on = self._on_duty(station, role, at)
+        lo, hi = (on.starts_at, on.ends_at) if on is not None and on.officers else (at, at)
+        if on is not None and lo < hi:
+            edges = self._edges()
+            i = bisect.bisect_right(edges, at)
+            if i > 0:
+                lo = max(lo, edges[i - 1])
+            if i < len(edges):
+                hi = min(hi, edges[i])
+            if lo <= at < hi:
+                if len(cache) > 4096:
+                    cache.clear()
+                cache[(station, role)] = (lo, hi, on)
+        return on
+
+    def _edges(self) -> list[float]:
+        """Every leave and override start and end: where an answer may change mid-shift."""
+        edges = self.__dict__.get("_edge_list")
+        if edges is None:
+            _, leave, over = self._compiled()
+            edges = sorted({t for a, b, _ in (*leave, *over) for t in (a, b)})
+            self.__dict__["_edge_list"] = edges
+        return edges
+
+    def _on_duty(self, station: str, role: str, at: float) -> OnDuty | None:
         shifts = self._compiled()[0].get((station, role))
         if shifts is None:
             return None

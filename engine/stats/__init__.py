@@ -5,6 +5,7 @@ from engine.stats.recorder import Stats
 from engine.stats.summary import (
     OUTCOMES,
     Counters,
+    ExerciseStats,
     FunnelStep,
     GridStats,
     Histogram,
@@ -17,6 +18,7 @@ from engine.stats.summary import (
 __all__ = [
     "OUTCOMES",
     "Counters",
+    "ExerciseStats",
     "FunnelStep",
     "GridStats",
     "Histogram",

@@ -21,6 +21,7 @@ officer row (the last) collects what has no officer: the county centre, SMS, unk
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TypeGuard
 
@@ -44,6 +45,7 @@ from engine.stats.percentiles import group_percentiles
 from engine.stats.summary import (
     OUTCOMES,
     Counters,
+    ExerciseStats,
     FunnelStep,
     GridStats,
     Histogram,
@@ -141,6 +143,14 @@ class Stats:
         self._antifraud_campaigns: set[str] = set()
         self.campaigns = 0
         self.unknown_feedback = 0
+        self._links: dict[int, str] = {}
+        """Row of a warning joined to an incident -> the incident's warning id."""
+        self._drills: set[str] = set()
+        self._drill_actions: Counter[str] = Counter()
+        self._drill_acked: set[str] = set()
+        self._drill_outcomes: Counter[str] = Counter()
+        self._drill_campaigns = 0
+        self._drill_campaign_notices = 0
 
     @classmethod
     def from_registry(cls, registry: Registry, start: float = 0.0) -> Stats:
@@ -218,6 +228,9 @@ class Stats:
 
         ``grid`` overrides the grid taken from the target (phone targets have none here).
         """
+        if warning.status == "exercise" or warning.id in self._drills:
+            self._drills.add(warning.id)
+            return
         row = self._row(warning.id, warning.kind, warning.level, now)
         if grid is None:
             grid = self._grid_of(warning.target)
@@ -240,6 +253,14 @@ class Stats:
         w, c = self._w, self.c
         for a in actions:
             kind = a.action
+            if a.exercise or a.warning_id in self._drills:
+                self._drill_actions[kind] += 1
+                continue
+            if kind == "report" and a.cause == "linked" and "/joined/" in a.key:
+                # A warning joined another's incident: it ends as the incident does.
+                row = self._row(a.warning_id, a.kind, a.level, now)
+                self._links[row] = a.key.rpartition("/joined/")[2]
+                continue
             if kind in ("inform", "report"):
                 continue
             row = self._row(a.warning_id, a.kind, a.level, now)
@@ -287,6 +308,12 @@ class Stats:
     def observe_feedback(self, event: FeedbackEvent, now: float) -> None:
         """One feedback event as handed to the engine. Late feedback (after the end) and
         feedback for warnings never seen are not counted."""
+        if event.warning_id in self._drills:
+            if isinstance(event, Acknowledged):
+                self._drill_acked.add(event.warning_id)
+            elif isinstance(event, Outcome):
+                self._drill_outcomes[event.outcome] += 1
+            return
         row = self._rows.get(event.warning_id)
         w = self._w
         if row is None:
@@ -327,7 +354,10 @@ class Stats:
         self._msg_hour += np.bincount(hours, minlength=self._msg_hour.size)
 
     def observe_campaign_issued(self, campaign: Campaign) -> None:
-        """A campaign was issued: remembers its category."""
+        """A campaign was issued: remembers its category (an exercise is counted apart)."""
+        if campaign.status == "exercise":
+            self._drill_campaigns += 1
+            return
         self.campaigns += 1
         if campaign.category == "antifraud":
             self._antifraud_campaigns.add(campaign.id)
@@ -338,7 +368,8 @@ class Stats:
 
     def observe_campaign_many(self, actions: Sequence[object], now: float) -> None:
         """Campaign actions in a batch: one vectorised update per batch."""
-        sends = [a for a in actions if _is_send(a)]
+        sends = [a for a in actions if _is_send(a) and not getattr(a, "exercise", False)]
+        self._drill_campaign_notices += sum(1 for a in actions if getattr(a, "exercise", False))
         for a in actions:
             if _is_confirm(a):
                 self.c["confirm_requests"][self.officer_index(a.officer)] += 1
@@ -375,7 +406,11 @@ class Stats:
         last hour that saw anything.
         """
         m = len(self._rows)
-        w = {k: v[:m] for k, v in self._w.items()}
+        w = {k: v[:m].copy() if k == "outcome" else v[:m] for k, v in self._w.items()}
+        for row, incident in self._links.items():  # joined warnings end with their incident
+            first = self._rows.get(incident)
+            if first is not None and w["outcome"][row] < 0:
+                w["outcome"][row] = w["outcome"][first]
         n, s = self.n_officers, len(self.station_keys)
         owner = np.where(w["owner"] >= 0, w["owner"], n)
         ack = w["acked"] - w["notified"]
@@ -508,6 +543,14 @@ class Stats:
             funnel=funnel,
             deadlines_missed_by_level=miss_level,
             campaigns=self.campaigns,
+            exercise=ExerciseStats(
+                warnings=len(self._drills),
+                actions=dict(sorted(self._drill_actions.items())),
+                acknowledged=len(self._drill_acked),
+                outcomes=dict(sorted(self._drill_outcomes.items())),
+                campaigns=self._drill_campaigns,
+                campaign_notices=self._drill_campaign_notices,
+            ),
         )
 
     def _missed_by_level(self) -> dict[str, int]:

@@ -97,6 +97,18 @@ class FunnelStep(msgspec.Struct, frozen=True):
     warnings: int
 
 
+class ExerciseStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Exercises (CAP status Exercise), counted apart: none of their traffic is in the officer,
+    station, grid or county figures, so a drill never shows as a missed deadline."""
+
+    warnings: int = 0
+    actions: dict[str, int] = {}
+    acknowledged: int = 0
+    outcomes: dict[str, int] = {}
+    campaigns: int = 0
+    campaign_notices: int = 0
+
+
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the recorder knows, aggregated. ``hours`` is the length of the hourly series."""
 
@@ -115,3 +127,4 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     funnel: list[FunnelStep]
     deadlines_missed_by_level: dict[str, int]
     campaigns: int
+    exercise: ExerciseStats = ExerciseStats()
