@@ -34,6 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import trio
 import trio.testing
 from rich.console import Console
@@ -52,18 +53,55 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.roster import Leave, Rosters, Rotation
+from engine.rules.sources import load_rules
 from engine.scheduler import Engine
 
 RULES = load_escalation()
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def duty_rules(stations: int = 50) -> EscalationRules:
+    """The packaged rules folder (correlation on: incidents, area alerts, inhibition) with a
+    roster for every station of the synthetic county: two duty officers alternating day and
+    night weekly, a chief rotation, and a week of leave, so every duty and chief rung resolves
+    through :meth:`Rosters.on_duty` when it fires."""
+    rotations = []
+    for s in range(stations):
+        st = f"{s:02d}"
+        a, b = f"duty-{s}", f"duty-{s}b"
+        for shift, start, end, order in (("day", "08:00", "20:00", (a, b)),
+                                         ("night", "20:00", "08:00", (b, a))):  # fmt: skip
+            rotations.append(
+                Rotation(station=st, role="duty_officer", anchor=EPOCH.date(), officers=order,
+                         shift=shift, start_time=start, end_time=end, every="weekly")
+            )  # fmt: skip
+        rotations.append(
+            Rotation(station=st, role="chief", anchor=EPOCH.date(),
+                     officers=(f"chief-{s}", f"chief-{s}b"), every="weekly")
+        )  # fmt: skip
+    leave = tuple(
+        Leave(f"duty-{s}", EPOCH, EPOCH + timedelta(days=7), "benchmark leave")
+        for s in range(0, stations, 5)
+    )
+    rosters = Rosters(rotations=tuple(rotations), leave=leave, source="<benchmark rosters>")
+    return msgspec.structs.replace(load_rules(), rosters=rosters)
+
+
+_STATIONS = [f"{s:02d}" for s in range(50)]
+_GRIDS = [f"{s:02d}-{g:02d}" for s in range(50) for g in range(40)]
+
+
 class SyntheticDirectory:
     """Responders computed from the resident id: 500 residents per grid, 40 grids per station.
-    Shared Responders objects per grid, as a registry with interned records would return."""
+    Shared Responders objects per grid, as a registry with interned records would return.
 
-    def __init__(self) -> None:
+    ``duty``: also the station, grid and household keys that rosters and correlation read
+    (issue 14), with duty officers named as :func:`duty_rules`' rosters name them."""
+
+    def __init__(self, duty: bool = False) -> None:
         self._cache: dict[int, Responders] = {}
+        self.duty = duty
 
     def responders(self, target: Target) -> Responders:
         rid = target.id if isinstance(target, ResidentTarget) else 0
@@ -78,6 +116,13 @@ class SyntheticDirectory:
                 visitors=(f"nb-{rid}",),
                 resident=rid,
             )
+            if self.duty:  # unit keys interned, as the registry's are
+                r = msgspec.structs.replace(
+                    r,
+                    grid=_GRIDS[grid % len(_GRIDS)],
+                    station=_STATIONS[station % len(_STATIONS)],
+                    household=f"h{rid}",  # a key looked up, never shared
+                )
             if len(self._cache) < 100_000:
                 self._cache[rid] = r
         return r
@@ -171,14 +216,16 @@ async def _drain(recv: Any, counter: list[int]) -> None:
             counter[0] += 1
 
 
-def throughput_engine(n: int, *, bulk: bool) -> tuple[float, int, int]:
-    """(events/s, events, actions) for the engine. ``bulk``: submit_nowait in bursts."""
+def throughput_engine(n: int, *, bulk: bool, duty: bool = False) -> tuple[float, int, int]:
+    """(events/s, events, actions) for the engine. ``bulk``: submit_nowait in bursts.
+    ``duty``: rosters and correlation on (:func:`duty_rules`)."""
     ws = warnings(n)
     result: list[float] = []
+    rules = duty_rules() if duty else RULES
 
     async def main() -> None:
         async with (
-            Engine.open(SyntheticDirectory(), RULES, wall_clock=wall_clock_from_trio) as engine,
+            Engine.open(SyntheticDirectory(duty), rules, wall_clock=wall_clock_from_trio) as engine,
             trio.open_nursery() as nursery,
         ):
             counter = [0]
@@ -248,15 +295,17 @@ def throughput_peer(n: int) -> tuple[float, int, int]:
 # --- 2. memory per pending warning (subprocess) ------------------------------------------------
 
 
-def memory_child(which: str, n: int) -> dict[str, float]:
+def memory_child(which: str, n: int, duty: bool = False) -> dict[str, float]:
     """Runs in a fresh interpreter: tracemalloc from before the first submit until all n
-    warnings are pending (first actions sent and consumed, deadlines in the heap)."""
+    warnings are pending (first actions sent and consumed, deadlines in the heap).
+    ``duty``: rosters and correlation on (the engine only)."""
     ws = warnings(n, hours=24)
+    rules = duty_rules() if duty else RULES
     gc.collect()
     out: dict[str, float] = {}
 
     async def main() -> None:
-        directory = SyntheticDirectory()
+        directory = SyntheticDirectory(duty)
         for w in ws[:100_000]:  # warm the directory cache outside the measurement
             directory.responders(w.target)
         async with trio.open_nursery() as nursery:
@@ -265,7 +314,7 @@ def memory_child(which: str, n: int) -> dict[str, float]:
             before = tracemalloc.get_traced_memory()[0]
             t0 = time.perf_counter()
             if which == "engine":
-                engine = await nursery.start(_engine_task, directory)
+                engine = await nursery.start(_engine_task, directory, rules)
                 nursery.start_soon(_drain, engine.actions(), counter)
                 for i in range(0, n, 512):
                     await engine.submit_many(ws[i : i + 512])
@@ -293,8 +342,10 @@ def memory_child(which: str, n: int) -> dict[str, float]:
     return out
 
 
-async def _engine_task(directory: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async with Engine.open(directory, RULES, wall_clock=wall_clock_from_trio) as engine:
+async def _engine_task(
+    directory: Any, rules: EscalationRules = RULES, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with Engine.open(directory, rules, wall_clock=wall_clock_from_trio) as engine:
         task_status.started(engine)
         await trio.sleep_forever()
 

@@ -17,12 +17,23 @@ import msgspec
 from click.core import ParameterSource
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.cli.common import cache_dir, console, county_option, county_spec, fail, open_county
+from engine.cli.common import (
+    cache_dir,
+    console,
+    county_option,
+    county_spec,
+    fail,
+    open_county,
+    rules_option,
+    site_rules,
+)
 from engine.errors import WarnDispatchError
 from engine.registry.registry import Registry
 from engine.registry.synthetic import GENERATOR_VERSION, generate_county
-from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.correlation import NO_CORRELATION
+from engine.rules.escalation import EscalationRules
 from engine.rules.loading import RuleError
+from simulator.duty import county_rosters
 from simulator.replay import Live, SimResult, replay
 from simulator.report import print_summary, write_reports
 from simulator.traffic import (
@@ -72,6 +83,19 @@ from simulator.traffic import (
     type=click.Path(path_type=Path, file_okay=False),
     help="Run the engine with its journal in this (new) folder, one subfolder per run.",
 )
+@rules_option
+@click.option(
+    "--no-correlation",
+    is_flag=True,
+    help="What-if: the same month with correlation, area alerts and inhibition off.",
+)
+@click.option(
+    "--rosters/--no-rosters",
+    default=True,
+    show_default=True,
+    help="Give the county's duty officers day and night shifts, leave and swaps "
+    "(simulator/duty.py) when the rules have no rotations of their own.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.option(
     "--serve",
@@ -98,18 +122,25 @@ def simulate(
     officers: int | None,
     ack_deadline: str | None,
     journal_dir: Path | None,
+    rules_path: Path | None,
+    no_correlation: bool,
+    rosters: bool,
     progress: bool,
     serve_at: str | None,
     speed: float,
 ) -> None:
     """Replay a month of a county's traffic through the engine, with statistics and a report.
 
-    What-if options (--officers, --ack-deadline) also run the baseline and compare them.
+    What-if options (--officers, --ack-deadline, --no-correlation) also run the baseline and
+    compare them. --rules DIR runs the site's rules (packaged defaults for files it lacks).
     --serve replays one run live, at --speed, with the console served beside the engine.
     """
     if serve_at is not None:
-        if officers is not None or ack_deadline is not None:
-            fail("--serve shows one run live: leave out --officers and --ack-deadline")
+        if officers is not None or ack_deadline is not None or no_correlation:
+            fail(
+                "--serve shows one run live: leave out --officers, --ack-deadline and "
+                "--no-correlation"
+            )
         from engine.web.server import parse_bind  # the web stack, only when serving
 
         try:
@@ -135,11 +166,15 @@ def simulate(
             changes["seed"] = seed
         if changes:
             spec = spec_with(spec, changes)
-        rules = load_escalation()
+        rules = site_rules(rules_path)
+        reg = open_county(county, residents, None)
+        if rosters and not rules.rosters.rotations:
+            rules = msgspec.structs.replace(rules, rosters=county_rosters(reg, spec))
         variant_rules = rules
         if ack_deadline is not None:
             variant_rules = ack_deadline_rules(rules, parse_duration(ack_deadline))
-        reg = open_county(county, residents, None)
+        if no_correlation:
+            variant_rules = msgspec.structs.replace(variant_rules, correlation=NO_CORRELATION)
         variant_reg = reg
         if officers is not None:
             if county is not None:
@@ -152,10 +187,11 @@ def simulate(
         console.print(f"traffic scaled to {len(reg):,} residents (x{len(reg) / 1_300_000:.3g})")
 
     runs = [("baseline", reg, rules)]
-    if officers is not None or ack_deadline is not None:
+    if officers is not None or ack_deadline is not None or no_correlation:
         what = [
             f"{officers} officers" if officers else "",
             f"ack {ack_deadline}" if ack_deadline else "",
+            "no correlation" if no_correlation else "",
         ]
         runs.append((", ".join(w for w in what if w), variant_reg, variant_rules))
     if journal_dir is not None and journal_dir.exists() and any(journal_dir.iterdir()):

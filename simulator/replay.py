@@ -33,9 +33,12 @@ import trio.testing
 
 from engine.app import App, AppConfig, open_app
 from engine.campaigns import Campaign, CampaignError, CampaignService
+from engine.campaigns.campaign import decode_campaign
+from engine.incidents import area_campaign
 from engine.journal import FsyncPolicy, Journal
 from engine.model import (
     KNOWN_KINDS,
+    Action,
     AreaTarget,
     FeedbackEvent,
     MsgType,
@@ -44,11 +47,13 @@ from engine.model import (
     WarningInstruction,
 )
 from engine.registry.registry import Registry
-from engine.rules.escalation import EscalationRules, load_escalation
+from engine.rules.escalation import EscalationRules
+from engine.rules.sources import load_rules
 from engine.scheduler import Engine
 from engine.stats import Stats, Summary
 from engine.window_tags import RecentTags
 from simulator.actors import Actors
+from simulator.duty import shift_of
 from simulator.traffic import Traffic, TrafficSpec, generate_traffic
 
 CAMPAIGN_POLL_S = 15.0
@@ -81,6 +86,20 @@ ProgressHook = Callable[[float, int], None]
 """Called about once per simulated hour with (simulated seconds, events so far)."""
 
 
+class DutyFigures(msgspec.Struct, kw_only=True):
+    """Shifts and correlation in one run: officer notices and missed ack deadlines by the
+    shift they fell in (day or night, local time), warnings correlated into incidents or
+    inhibited by an area warning, area alerts and the campaigns they started."""
+
+    rosters: str = ""
+    notices: dict[str, int] = msgspec.field(default_factory=lambda: {"day": 0, "night": 0})
+    missed: dict[str, int] = msgspec.field(default_factory=lambda: {"day": 0, "night": 0})
+    correlated: int = 0
+    inhibited: int = 0
+    area_alerts: int = 0
+    area_campaigns: int = 0
+
+
 class SimResult(msgspec.Struct, kw_only=True):
     """What one replay produced. ``events``: every message that crossed the engine's edges
     (warnings and follow-ups in, feedback in, actions out, campaign actions out, chats)."""
@@ -98,6 +117,7 @@ class SimResult(msgspec.Struct, kw_only=True):
     campaigns_refused: int
     broadcast_campaigns: int
     summary: Summary
+    duty: DutyFigures = msgspec.field(default_factory=DutyFigures)
 
 
 class _Replay:
@@ -127,6 +147,8 @@ class _Replay:
         self.hook = hook
         self.events = 0
         self.issued = self.refused = self.broadcasts = 0
+        self.duty = DutyFigures(rosters=rules.rosters.source if rules.rosters.rotations else "")
+        self.area_queue: list[Campaign] = []
         self.wake = trio.Event()
         self.wake_at = math.inf
         officer_col = registry.officer[: registry.n_ids]
@@ -182,9 +204,25 @@ class _Replay:
             self.stats.observe_actions(batch, now)
             self.recent.observe_actions(batch, now)  # any one monotonic clock will do
             self.actors.on_actions(batch, now - self.t0)
+            self._duty(batch, now - self.t0, engine)
             if self.journal_dir is not None:  # delivered: a restart must not send them again
                 engine.mark_sent([a.key for a in batch])
             self._poke()
+
+    def _duty(self, batch: Sequence[Action], rel: float, engine: Engine) -> None:
+        """Notices and missed deadlines by shift; area alerts' campaigns for the driver."""
+        local = self.spec.start + timedelta(seconds=rel)
+        shift = shift_of(local, self.spec)
+        d = self.duty
+        for a in batch:
+            if a.action == "notify_officer" and not a.exercise:
+                d.notices[shift] += 1
+                if a.cause in ("repeat", "escalation"):
+                    d.missed[shift] += 1
+            elif a.action == "area_alert":
+                raw = area_campaign(a, self.rules.correlation, engine.now())
+                if raw is not None:
+                    self.area_queue.append(decode_campaign(raw))
 
     async def _campaign_consumer(self, recv: trio.MemoryReceiveChannel[object]) -> None:
         """Wakes for the first action, then lets sends pile up for ``CAMPAIGN_POLL_S`` of
@@ -296,6 +334,10 @@ class _Replay:
                 # The campaign may have expired or been cancelled before the click.
                 with contextlib.suppress(CampaignError):
                     cs.confirm(task_id)
+            while self.area_queue:
+                before = self.issued
+                await self._issue(cs, self.area_queue.pop(0))
+                self.duty.area_campaigns += self.issued - before
             while self.actors.broadcasts:
                 a = self.actors.broadcasts.pop()
                 kind = "grid" if a.to in self.grid_index else "village"
@@ -375,6 +417,9 @@ class _Replay:
             self._drain(engine, recv)
             pending = engine.pending
             summary = self.stats.summary(until=trio.current_time())
+            st = engine.stats
+            self.duty.correlated, self.duty.inhibited = st.correlated, st.inhibited
+            self.duty.area_alerts = st.area_alerts
             if self.on_finish is not None:
                 self.on_finish(engine, self.traffic)
             if self.live is not None:  # the results are taken: the console shows them
@@ -417,7 +462,7 @@ def replay(
         registry,
         spec,
         traffic,
-        rules or load_escalation(),
+        rules or load_rules(),
         hook,
         engine_options,
         on_finish,
@@ -445,5 +490,6 @@ def replay(
         campaigns_issued=sim.issued,
         campaigns_refused=sim.refused,
         broadcast_campaigns=sim.broadcasts,
+        duty=sim.duty,
         summary=summary,
     )

@@ -38,6 +38,7 @@ def _fmt_s(x: float | None) -> str:
 def _rows(r: SimResult) -> list[tuple[str, str]]:
     c = r.summary.county
     s = r.summary
+    d = r.duty
     ack, reach = c.time_to_ack, c.time_to_reach
     return [
         ("residents / officers", f"{r.residents:,} / {r.officers:,}"),
@@ -59,10 +60,30 @@ def _rows(r: SimResult) -> list[tuple[str, str]]:
         ),
         ("escalations", f"{c.escalations:,}"),
         ("deadlines missed", f"{c.deadlines_missed:,}"),
+        ("officer notices day / night shift", _pair(r.duty.notices)),
+        ("  deadlines missed day / night shift", _pair(r.duty.missed)),
+        ("  missed per 100 notices day / night", _rate(r.duty.missed, r.duty.notices)),
+        (
+            "warnings joined: correlated / inhibited",
+            f"{r.duty.correlated:,} / {r.duty.inhibited:,}",
+        ),
+        ("area alerts (campaigns started)", f"{d.area_alerts:,} ({d.area_campaigns:,})"),
         ("outcomes", ", ".join(f"{k} {v:,}" for k, v in c.outcomes.items())),
         ("events replayed", f"{r.events:,}"),
         ("wall time", f"{r.wall_s:.1f} s ({r.events / max(r.wall_s, 1e-9):,.0f} events/s)"),
     ]
+
+
+def _pair(d: dict[str, int]) -> str:
+    return f"{d.get('day', 0):,} / {d.get('night', 0):,}"
+
+
+def _rate(missed: dict[str, int], notices: dict[str, int]) -> str:
+    def one(k: str) -> str:
+        n = notices.get(k, 0)
+        return f"{100 * missed.get(k, 0) / n:.1f}" if n else "-"
+
+    return f"{one('day')} / {one('night')}"
 
 
 def summary_table(results: Sequence[SimResult]) -> Table:

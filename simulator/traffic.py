@@ -150,6 +150,20 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     confirm_median_s: Seconds = 2400.0
 
 
+class DutySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The synthetic county's duty rosters (simulator/duty.py): each station's two duty officers
+    alternate day and night shifts weekly; some days they are on leave (the other covers), and
+    now and then a community officer takes a night in a swap. Used when the rules have no
+    rotations of their own. All assumptions."""
+
+    day_start: Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "08:00"
+    night_start: Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "20:00"
+    leave_days_per_month: Rate = 2.0
+    """Days of leave per duty officer in 30 days (sick leave, holidays), whole days."""
+    swaps_per_month: Rate = 1.0
+    """Night shifts per station in 30 days that a community officer takes in a swap."""
+
+
 class TrafficSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One simulated period of one county's traffic. Defaults: the reported month."""
 
@@ -194,7 +208,16 @@ class TrafficSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     )
     urgent_campaigns_per_day: Rate = 0.2
     urgent_audience: Annotated[float, msgspec.Meta(ge=1)] = 3000.0
+    repeat_share: Prob = 0.1
+    """Fraud and help requests reported again about the same resident or number 2-25 minutes
+    later (a second source: the bank, a relative): what incidents correlate."""
+    ring_bursts_per_day: Rate = 0.3
+    """A fraud ring calling one grid: ``ring_size`` fraud warnings about residents of one grid
+    within ``ring_window_s`` (what an area alert is for). Scales with the county."""
+    ring_size: Annotated[int, msgspec.Meta(ge=2, le=100)] = 6
+    ring_window_s: Seconds = 480.0
     actors: ActorSpec = ActorSpec()
+    duty: DutySpec = DutySpec()
 
     def __post_init__(self) -> None:
         for name in ("warnings_per_day", "hours", "levels"):
@@ -359,6 +382,82 @@ def _villages_for(
     return chosen
 
 
+_Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _correlated(
+    spec: TrafficSpec,
+    reg: Registry,
+    w_time: np.ndarray,
+    w_kind: np.ndarray,
+    w_ttype: np.ndarray,
+    w_target: np.ndarray,
+    grid_keys: list[str],
+    live: np.ndarray,
+) -> tuple[np.ndarray, ...] | None:
+    """Repeats (same kind, level and target a few minutes later) and fraud-ring bursts (one
+    grid, minutes apart), from a generator of their own: the rest of the traffic is the same
+    with and without them."""
+    rng = np.random.default_rng([spec.seed, 14])
+    fraud, helpk = KNOWN_KINDS.index("fraud"), KNOWN_KINDS.index("help_request")
+    person = (w_ttype < 2) & ((w_kind == fraud) | (w_kind == helpk))
+    again = np.flatnonzero(person & (rng.random(w_time.size) < spec.repeat_share))
+    times = [w_time[again] + rng.uniform(120, 1500, again.size)]
+    kinds, ttypes, targets = [w_kind[again]], [w_ttype[again]], [w_target[again]]
+    levels = [np.zeros(again.size, np.int8)]  # 0: "the level of the original", filled below
+    originals = [again]
+    n_bursts = int(rng.poisson(spec.ring_bursts_per_day * spec.days))
+    grids = reg.grid[: reg.n_ids]
+    for _ in range(n_bursts):
+        g = int(grids[live[rng.integers(0, live.size)]])  # a grid, weighted by residents
+        members = live[grids[live] == g]
+        k = min(spec.ring_size, members.size)
+        if k < 2:
+            continue
+        start = float(_times(rng, 1, spec.days, FRAUD_HOURS)[0])
+        times.append(start + np.sort(rng.uniform(0, spec.ring_window_s, k)))
+        kinds.append(np.full(k, fraud, np.int8))
+        levels.append(np.full(k, 1, np.int8))
+        ttypes.append(np.zeros(k, np.int8))
+        targets.append(rng.choice(members, size=k, replace=False).astype(np.int64))
+        originals.append(np.full(k, -1, np.int64))
+    t = np.concatenate(times)
+    if not t.size:
+        return None
+    keep = t < spec.days * 86400.0
+    return (
+        t[keep],
+        np.concatenate(kinds)[keep],
+        np.concatenate(levels)[keep],
+        np.concatenate(ttypes)[keep],
+        np.concatenate(targets)[keep],
+        np.concatenate(originals)[keep],
+    )
+
+
+def _merge(
+    base: _Columns, extra: tuple[np.ndarray, ...], f_warning: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """The extra warnings merged in time order; follow-ups keep pointing at their warning."""
+    w_time, w_kind, w_level, w_ttype, w_target = base
+    e_time, e_kind, e_level, e_ttype, e_target, e_orig = extra
+    e_level = np.where(e_orig >= 0, w_level[np.maximum(e_orig, 0)], e_level).astype(np.int8)
+    t = np.concatenate([w_time, e_time])
+    order = np.argsort(t, kind="stable")
+    where = np.empty(order.size, np.int64)
+    where[order] = np.arange(order.size)
+    cols = [
+        np.concatenate([a, b])[order]
+        for a, b in (
+            (w_kind, e_kind),
+            (w_level, e_level),
+            (w_ttype, e_ttype),
+            (w_target, e_target),
+        )
+    ]
+    return (t[order], *cols, where[f_warning])
+
+
 def generate_traffic(spec: TrafficSpec, registry: Registry) -> Traffic:
     """Draw the whole period for this county. Same spec and county: same traffic."""
     rng = np.random.default_rng(spec.seed)
@@ -486,6 +585,11 @@ def generate_traffic(spec: TrafficSpec, registry: Registry) -> Traffic:
                 )
             )
     campaigns.sort(key=lambda tc: tc[0])
+    extra = _correlated(spec, reg, w_time, w_kind, w_ttype, w_target, grid_keys, live)
+    if extra is not None:
+        w_time, w_kind, w_level, w_ttype, w_target, f_warning = _merge(
+            (w_time, w_kind, w_level, w_ttype, w_target), extra, f_warning
+        )
     return Traffic(
         w_time=w_time,
         w_kind=w_kind,
@@ -513,6 +617,7 @@ def scaled(spec: TrafficSpec, residents: int, reference: int = 1_300_000) -> Tra
         spec,
         chats_per_day=spec.chats_per_day * f,
         warnings_per_day={k: v * f for k, v in spec.warnings_per_day.items()},
+        ring_bursts_per_day=spec.ring_bursts_per_day * f,
         routine_audience=max(1.0, spec.routine_audience * f),
         urgent_audience=max(1.0, spec.urgent_audience * f),
         actors=msgspec.structs.replace(

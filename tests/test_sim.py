@@ -150,12 +150,15 @@ def test_small_county_replays_end_to_end(county: Registry) -> None:
     s = result.summary
     assert result.wall_s < 20
     assert result.warnings_submitted > 30
-    assert set(seen) <= {"active", "closed", "cancelled", "expired", "pending"}
+    # "linked": joined to an incident still open at the end (correlation is on by default).
+    assert set(seen) <= {"active", "linked", "closed", "cancelled", "expired", "pending"}
     assert seen.get("closed", 0) > result.warnings_submitted / 2
     assert seen.get("active", 0) == seen["pending"] == result.pending
-    # The recorder, fed only from the engine's edges, agrees with the engine's own states.
+    assert result.duty.correlated > 0
+    # The recorder, fed only from the engine's edges, agrees with the engine's own states:
+    # a joined warning ends with its incident.
     assert s.warnings == result.warnings_submitted
-    assert s.open_warnings == result.pending
+    assert s.open_warnings == result.pending + seen.get("linked", 0)
     ended = sum(s.county.outcomes.values())
     assert ended == result.warnings_submitted - result.pending
     assert s.county.chats > 0 and s.county.campaign_messages > 0

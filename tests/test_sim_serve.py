@@ -172,8 +172,8 @@ async def test_ctrl_c_while_the_month_plays_stops_without_a_report(tmp_path: Pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--serve", "127.0.0.1:0", "--ack-deadline", "30s"], "leave out --officers and --ack"),
-        (["--serve", "127.0.0.1:0", "--officers", "800"], "leave out --officers and --ack"),
+        (["--serve", "127.0.0.1:0", "--ack-deadline", "30s"], "leave out --officers, --ack"),
+        (["--serve", "127.0.0.1:0", "--officers", "800"], "leave out --officers, --ack"),
         (["--serve", "8080"], "--serve 8080: expected HOST:PORT"),
         (["--serve", "127.0.0.1:{busy}"], "in use"),
         (["--speed", "600"], "give --serve HOST:PORT too"),

@@ -1,0 +1,148 @@
+"""A/B: the engine before issue 14 against the engine with rosters and correlation on.
+
+    python3 -m benchmarks.duty                       # A = 74ee4dc, 5 alternating runs each
+    python3 -m benchmarks.duty --base COMMIT --runs 3 --n 100000 --markdown
+
+Issue 14 asks that events/s and memory per pending warning, with rosters and correlation on,
+stay within 20% of the figures before it. The machine's noise is larger than that between
+sessions, so both trees are measured here in the same minutes, alternating A, B, B0, A, B,
+B0 ... each in a fresh interpreter:
+
+- **A**: ``benchmarks.engine`` of the base commit (a git worktree of it in a temporary folder),
+  with its own engine and the packaged ladders: today's figures.
+- **B**: this tree with ``duty=True``: the packaged rules folder (incidents by resident, phone
+  and household; area alerts; inhibition), a roster for each of the 50 stations (day and
+  night duty officers, a chief rotation, leave), responders carrying station, grid and
+  household keys. Every duty and chief rung resolves through the roster when it fires.
+- **B0**: this tree with the ladders alone, to tell the cost of the features from the rest.
+
+Throughput is ``throughput_engine(50_000, bulk=True)`` (events/s, medians); memory is
+``memory_child("engine", n)`` (tracemalloc bytes per pending warning, all n pending).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks.tables import make_table, show
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "74ee4dc"
+
+
+def _run(tree: Path, code: str, timeout: float) -> object:
+    """``code`` in a fresh interpreter whose ``engine`` and ``benchmarks`` are ``tree``'s."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tree}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def throughput(tree: Path, duty: bool | None, n: int) -> float:
+    extra = "" if duty is None else f", duty={duty}"
+    code = (
+        "import json, benchmarks.engine as b; "
+        f"print(json.dumps(b.throughput_engine({n}, bulk=True{extra})[0]))"
+    )
+    return float(_run(tree, code, 900))  # type: ignore[arg-type]
+
+
+def memory(tree: Path, duty: bool | None, n: int) -> float:
+    extra = "" if duty is None else f", duty={duty}"
+    code = (
+        "import json, benchmarks.engine as b; "
+        f"print(json.dumps(b.memory_child('engine', {n}{extra})['bytes'] / {n}))"
+    )
+    return float(_run(tree, code, 1800))  # type: ignore[arg-type]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--base", default=BASE, help=f"the commit before the change [{BASE}]")
+    ap.add_argument("--runs", type=int, default=5, help="alternating runs of each [5]")
+    ap.add_argument("--tp", type=int, default=50_000, help="warnings per throughput run")
+    ap.add_argument("--n", type=int, default=200_000, help="pending warnings for memory")
+    ap.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    args = ap.parse_args()
+    console = Console(width=200)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="wd-ab-") as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(base), args.base],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            rates: dict[str, list[float]] = {"A": [], "B": [], "B0": []}
+            mem: dict[str, list[float]] = {"A": [], "B": [], "B0": []}
+            plan = (("A", base, None), ("B", ROOT, True), ("B0", ROOT, False))
+            for i in range(args.runs):
+                for name, tree, duty in plan:
+                    rates[name].append(throughput(tree, duty, args.tp))
+                console.print(f"throughput run {i + 1}/{args.runs}: " + ", ".join(
+                    f"{k} {v[-1] / 1e3:.0f} k/s" for k, v in rates.items()
+                ))  # fmt: skip
+            for name, tree, duty in plan:
+                mem[name].append(memory(tree, duty, args.n))
+            console.print("memory: " + ", ".join(f"{k} {v[-1]:,.0f} B" for k, v in mem.items()))
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False
+            )
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    span = {k: (min(v), max(v)) for k, v in rates.items()}
+    b_commit = head + (" + uncommitted changes" if dirty else "")
+    rows = [
+        (
+            f"events/s, submit_many ({args.tp:,} warnings, median of {args.runs})",
+            f"{med['A'] / 1e3:,.0f} k/s ({span['A'][0] / 1e3:,.0f}-{span['A'][1] / 1e3:,.0f})",
+            f"{med['B'] / 1e3:,.0f} k/s ({span['B'][0] / 1e3:,.0f}-{span['B'][1] / 1e3:,.0f})",
+            f"{med['B0'] / 1e3:,.0f} k/s",
+            f"{med['B'] / med['A'] - 1:+.1%}",
+        ),
+        (
+            f"memory per pending warning ({args.n:,} pending, tracemalloc)",
+            f"{mem['A'][0]:,.0f} B",
+            f"{mem['B'][0]:,.0f} B",
+            f"{mem['B0'][0]:,.0f} B",
+            f"{mem['B'][0] / mem['A'][0] - 1:+.1%}",
+        ),
+    ]
+    headers = (
+        "measure",
+        f"A: {args.base} (before)",
+        f"B: {b_commit}, rosters + correlation",
+        "B0: same tree, ladders only",
+        "B against A",
+    )
+    show(make_table("engine before and after issue 14", headers, rows), args.markdown, console)
+
+
+if __name__ == "__main__":
+    main()
