@@ -60,11 +60,16 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 
 
 ALONE: Final = Decision()
+_ALERT_ONLY: Final = Decision(area_alert=True)
 
 
 Key = int | str
 """A correlation key: a resident id (an int: cheaper than a string, and never equal to one),
 or ``p`` + a phone digest for a phone number or a household."""
+
+
+def _alone(alert: bool) -> Decision:
+    return _ALERT_ONLY if alert else ALONE
 
 
 def _keys(rules: CorrelationRules, warning: WarningInstruction, r: Responders) -> tuple[Key, ...]:
@@ -117,14 +122,14 @@ class Correlator:
         if isinstance(warning.target, AreaTarget):
             if responders.grid is not None:
                 self._areas.setdefault(responders.grid, []).append((warning.id, warning.kind))
-            return Decision(area_alert=alert)
+            return _alone(alert)
         if rules.inhibit and responders.grid is not None:
             for wid, kind in self._live_areas(responders.grid, states):
                 if rules.inhibits(kind, warning.kind) and _room(states, wid):
                     return Decision(wid, "inhibited", alert)
         inc = rules.incidents
         if inc is None or warning.kind not in inc.kinds:
-            return Decision(area_alert=alert)
+            return _alone(alert)
         self._prune(now - inc.window_s)
         keys = _keys(rules, warning, responders)
         best: tuple[float, str] | None = None
@@ -146,7 +151,7 @@ class Correlator:
             for key in keys:
                 self._open[key] = warning.id
             self._expiry.append((now, warning.id, keys))
-        return Decision(area_alert=alert)
+        return _alone(alert)
 
     def _live_areas(self, grid: str, states: Mapping[str, WarningState]) -> list[tuple[str, str]]:
         areas = self._areas.get(grid)

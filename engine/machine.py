@@ -347,7 +347,7 @@ def _on_duty(c: _Step, role: str, attempt: int) -> tuple[str | None, str]:
     rosters = c.rules.rosters
     on = (
         rosters.on_duty(r.station, role, c.now)
-        if r.station is not None and rosters.rotations
+        if r.station is not None and rosters.rotations and role in rosters.roles
         else None
     )
     if on is not None:

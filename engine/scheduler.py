@@ -61,7 +61,15 @@ from engine.incidents import (
     area_alert_action,
 )
 from engine.journal.backend import JournalBackend
-from engine.machine import TICK, Event, WarningState, step, validate_arrival, validate_warning
+from engine.machine import (
+    TICK,
+    Event,
+    Intake,
+    WarningState,
+    step,
+    validate_arrival,
+    validate_warning,
+)
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -607,10 +615,8 @@ class Engine:
             old = self._states.get(wid)
             if (
                 decision is ALONE
-                and old is not None
-                and not old.sources
-                and old.status != "linked"
-                and old.status == "active"
+                and (old is None or (old.status == "active" and not old.sources))
+                and (old is not None or isinstance(event, Intake))
             ):
                 # The common case, one warning and no incident: step it directly (what
                 # apply() would do, without building its overlay).
@@ -697,7 +703,11 @@ class Engine:
         old = self._states.get(warning.id)
         responders = old.responders if old is not None else self._resolve(warning)
         ordinal = old.ordinal if old is not None else self._ordinal + 1
-        decision = self.correlator.decide(warning, responders, now, self._states)
+        decision = (
+            self.correlator.decide(warning, responders, now, self._states)
+            if self.correlator.rules.active
+            else ALONE
+        )
         accepted = Accepted(
             now,
             warning,

@@ -75,6 +75,11 @@ class CorrelationRules(msgspec.Struct, frozen=True):
     exercise: Exercise = Exercise()
     source: str = "<memory>"
 
+    @property
+    def active(self) -> bool:
+        """Anything to decide at intake (incidents, area alerts or inhibition switched on)."""
+        return self.incidents is not None or self.area_alert is not None or bool(self.inhibit)
+
     def inhibits(self, source_kind: str, target_kind: str) -> bool:
         """Does an active area warning of ``source_kind`` absorb a ``target_kind`` warning?"""
         return any(

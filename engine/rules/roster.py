@@ -143,6 +143,14 @@ class Rosters(msgspec.Struct, frozen=True, dict=True):
             cache = self.__dict__["_cache"] = (index, leave, over)
         return cache
 
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles some station has a rotation for (the machine asks nothing else)."""
+        roles = self.__dict__.get("_roles")
+        if roles is None:
+            roles = self.__dict__["_roles"] = frozenset(r.role for r in self.rotations)
+        return roles
+
     def covers(self, station: str, role: str) -> bool:
         return (station, role) in self._compiled()[0]
 
