@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 import redis
 import trio
@@ -23,7 +24,7 @@ from engine.group.client import connect
 from engine.group.inspect import partition_state, read_status
 from engine.group.member import GroupConfig, GroupMember
 from engine.group.router import route
-from engine.rules.escalation import load_escalation
+from engine.rules.escalation import EscalationRules, load_escalation
 from engine.testing import RedisServer
 from tests.test_service import elderly_county
 from tests.transport_support import warning_json
@@ -387,3 +388,39 @@ async def test_a_group_runs_on_a_redis_cluster() -> None:
             assert all(p.lease.owner == "m1" for p in status.partitions)
             stops[1].set()
         client.close()
+
+
+async def test_sighup_reload_reaches_every_partition_and_a_bad_file_changes_nothing(
+    server: RedisServer,
+) -> None:
+    """What ``serve --group`` does on SIGHUP (``GroupMember.reload``): good rules go into
+    every running partition's engine and into partitions taken later; a bad file is refused
+    once, counted in every partition engine, and the old rules stay."""
+    from engine.rules.loading import RuleError
+
+    reg = elderly_county(20)
+    member = GroupMember(config("m"), binary(server), reg, RULES)
+    stop = trio.Event()
+    async with trio.open_nursery() as n:
+        await n.start(member.run, stop)
+        await wait_for(
+            lambda: (
+                len(member.owned) == P and all(o.engine is not None for o in member.owned.values())
+            ),
+            "every partition running",
+        )
+        newer = msgspec.structs.replace(RULES, source="<site rules>")
+        assert member.reload(lambda: newer) is True
+        engines = [o.engine for o in member.owned.values()]
+        assert all(e is not None and e.rules.source == "<site rules>" for e in engines)
+        assert member.rules is newer  # partitions taken later start with them
+
+        def bad() -> EscalationRules:
+            raise RuleError("site/rosters.toml", "rotations[0].officers", "officer keys")
+
+        assert member.reload(bad) is False
+        for e in engines:
+            assert e is not None and e.rules.source == "<site rules>"
+            assert (e.reloads.ok, e.reloads.failed) == (1, 1)
+            assert "rotations[0].officers" in e.reloads.last_error
+        stop.set()

@@ -4,6 +4,7 @@ from its journal. Parsing and printing only: the assembly is :mod:`engine.app`."
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -205,7 +206,16 @@ def serve(
             raise click.BadParameter(str(exc)) from None
         try:
             reg = open_county(county, residents, seed, out=Console(stderr=True))
-            trio.run(_serve_group, reg, _rules(rules_path), redis_url, config, stats_out, http)
+            trio.run(
+                _serve_group,
+                reg,
+                _rules(rules_path),
+                redis_url,
+                config,
+                stats_out,
+                http,
+                partial(load_rules, *rule_sources(rules_path)),
+            )
         except WarnDispatchError as exc:
             fail(str(exc))
         return
@@ -310,6 +320,13 @@ async def _serve(
             log.info("statistics of this run written to %s", stats_out)
 
 
+async def _group_reload(member: GroupMember, load: Callable[[], EscalationRules]) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            logging.getLogger("engine.serve").info("received SIGHUP: reloading the rules")
+            member.reload(load)
+
+
 async def _serve_group(
     reg: Registry,
     rules: EscalationRules,
@@ -317,9 +334,11 @@ async def _serve_group(
     config: GroupConfig,
     stats_out: Path | None,
     http: str | None = None,
+    reload: Callable[[], EscalationRules] | None = None,
 ) -> None:
-    """One member of a group: until SIGINT/SIGTERM, then hand every partition back. With
-    ``http``, this member also answers the API and the console for the whole group."""
+    """One member of a group: until SIGINT/SIGTERM, then hand every partition back; SIGHUP
+    reloads the rules of every partition it runs. With ``http``, this member also answers the
+    API and the console for the whole group."""
     log = logging.getLogger("engine.serve")
     client = open_group_client(url)
     member = GroupMember(config, client, reg, rules)
@@ -328,6 +347,8 @@ async def _serve_group(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals, stop)
+            if reload is not None:
+                nursery.start_soon(_group_reload, member, reload)
             if http is not None:
                 await nursery.start(_group_http, member, http, stop)
             await member.run(stop)

@@ -44,6 +44,7 @@ import redis
 import trio
 
 from engine.app import AppConfig, open_app
+from engine.errors import WarnDispatchError
 from engine.group.board import BoardPublisher, publish_stats
 from engine.group.client import run_sync
 from engine.group.journal import RedisJournal
@@ -55,6 +56,7 @@ from engine.journal import FsyncPolicy, JournalError
 from engine.registry.registry import Registry
 from engine.registry.responders import RegistryDirectory
 from engine.rules.escalation import EscalationRules
+from engine.scheduler import Engine
 from engine.stats import Stats
 from engine.transport.base import OutboxSink
 from engine.transport.redis_clients import RedisPyClient
@@ -155,6 +157,12 @@ class _Owned:
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
     started_at: float = 0.0
+    engine: Engine | None = None
+    """The partition's engine while it runs (for reloads)."""
+
+
+def _raise(exc: Exception) -> EscalationRules:
+    raise exc
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,25 @@ class GroupMember:
         self._nursery: trio.Nursery | None = None
 
     # -- what the member holds ----------------------------------------------------------------
+
+    def reload(self, load: Callable[[], EscalationRules]) -> bool:
+        """SIGHUP for a group member: load the rules once; a bad file keeps the old rules in
+        every partition (logged, and counted in each partition engine's reload metrics);
+        good rules go into every running partition's engine and into those taken later."""
+        try:
+            rules = load()
+        except WarnDispatchError as exc:
+            log.error("rules reload refused, the old rules stay in force: %s", exc)
+            for o in self.owned.values():
+                if o.engine is not None:
+                    o.engine.reload_from(functools.partial(_raise, exc))
+            return False
+        self.rules = rules
+        ok = True
+        for o in list(self.owned.values()):
+            if o.engine is not None:
+                ok = o.engine.reload_from(lambda: rules) and ok
+        return ok
 
     def owned_info(self) -> list[OwnedInfo]:
         now = trio.current_time()
@@ -413,6 +440,7 @@ class GroupMember:
                         campaign_wall_clock=self.campaign_wall_clock,
                     )
                     async with open_app(app_config) as app:
+                        o.engine = app.engine
                         intake, fb, camp = await self._sources(p)
                         log.info(
                             "partition %d taken (token %d): %d warnings restored, %d active, "
