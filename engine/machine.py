@@ -296,7 +296,10 @@ def _officer_enter(c: _Step, index: int, attempt: int, why: str) -> Track:
     frm = old.label
     while index < len(steps):
         rung = steps[index]
-        who, note = _on_duty(c, rung.role, attempt)
+        if c.rules.rosters.rotations:
+            who, note = _on_duty(c, rung.role, attempt)
+        else:  # no rosters: the registry's answer (the hot path of most engines)
+            who, note = s.responders.officer(rung.role), ""
         silence = (
             c.rules.silences.match(
                 officer=who,

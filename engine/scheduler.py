@@ -638,8 +638,12 @@ class Engine:
             self._active += (after.status == "active") - (
                 before is not None and before.status == "active"
             )
-            if actions:
-                self._send(actions)
+            if actions:  # _send, inlined: this loop runs for every event
+                self._pending.extend(actions)
+                self.stats.actions += len(actions)
+                if self._unsent is not None:
+                    for a in actions:
+                        self._unsent[a.key] = a
             if w == wid:
                 touched = True
             self._schedule(w, before, deadline, now, popped=popped and w == wid)
