@@ -123,6 +123,7 @@ def test_a_bad_site_file_names_the_file_and_key_everywhere(site: Path) -> None:
         ("rules", "test", "--rules", str(site)),
         ("roster", "show", "--station", "03", "--rules", str(site)),
         ("rules", "check", str(site)),
+        ("rules", "check", "--rules", str(site)),
     ):
         code, out = run(*args)
         assert code == 2 and want in out, (args, out)

@@ -67,7 +67,13 @@ def rules() -> None:
     required=False,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
 )
-def check(folder: Path | None) -> None:
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The site's rules folder (the same as FOLDER; as serve and simulate take it).",
+)
+def check(folder: Path | None, rules_dir: Path | None) -> None:
     """Validate the rule files in FOLDER (default: the packaged rules).
 
     Each file is checked on its own, then the folder as the engine would load it (the
@@ -75,6 +81,9 @@ def check(folder: Path | None) -> None:
     a silence or a correlation rule naming a kind the ladders do not define. Exits 0 if all is
     valid, 2 otherwise, with one line per problem: ``error: FILE: KEY: EXPECTED``.
     """
+    if folder is not None and rules_dir is not None and folder != rules_dir:
+        raise click.UsageError("give the folder once: FOLDER or --rules DIR")
+    folder = folder if folder is not None else rules_dir
     where = folder if folder is not None else default_rules_dir()
     present = [name for name in RULE_LOADERS if (where / name).is_file()]
     if not present:
