@@ -3,6 +3,7 @@ reloading on SIGHUP with a real process, a real signal and its metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from engine import CountySpec, generate_county
 from engine.cli import main
 from engine.testing.redis_server import free_port
 from tests.test_metrics import value
+from tests.transport_support import warning_json
 
 ROSTERS = """version = 1
 timezone = "Asia/Shanghai"
@@ -191,4 +193,58 @@ def test_serve_reloads_on_sighup_keeps_the_old_rules_on_a_bad_file_and_counts_bo
         if proc.stdin is not None:
             proc.stdin.close()
         err.close()
+    assert proc.returncode == 0, err_path.read_text()[-2000:]
+
+
+def test_serve_pages_the_rostered_duty_officer_of_a_site_folder(tmp_path: Path) -> None:
+    """End to end through ``serve --rules DIR``: a site whose first rung waits 1 s and whose
+    station has a 24-hour rotation: the duty rung goes to the rostered officer, not to the
+    registry's duty officer, with the shift in the reason."""
+    reg = generate_county(CountySpec(residents=2000, contacts=1200))
+    county = tmp_path / "county"
+    reg.save(county)
+    rid = 0
+    station = reg.resident(rid).station
+    site = tmp_path / "site"
+    site.mkdir()
+    escalation = (Path(__file__).parent.parent / "rules" / "escalation.toml").read_text()
+    urgent = '{ role = "grid_officer", ack_within_s = 120 },'
+    assert urgent in escalation
+    (site / "escalation.toml").write_text(
+        escalation.replace(urgent, '{ role = "grid_officer", ack_within_s = 1 },', 1)
+    )
+    (site / "rosters.toml").write_text(
+        "version = 1\n[[rotations]]\n"
+        f'station = "{station}"\nrole = "duty_officer"\nshift = "all day"\n'
+        'start_time = "00:00"\nend_time = "00:00"\nevery = "daily"\nanchor = 2026-01-01\n'
+        'officers = ["ROSTER-1"]\n'
+    )
+    env = {**os.environ, "WARN_DISPATCH_HOME": str(tmp_path / "home")}
+    out_path, err_path = tmp_path / "out.jsonl", tmp_path / "serve.err"
+    cmd = [
+        sys.executable, "-m", "engine.cli", "serve", "--county", str(county),
+        "--journal", str(tmp_path / "j"), "--rules", str(site),
+    ]  # fmt: skip
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(warning_json(rid) + b"\n")  # fraud level 1 about resident 0
+            proc.stdin.flush()
+            deadline = time.monotonic() + 30
+            while True:
+                lines = [json.loads(x) for x in out_path.read_bytes().splitlines() if x]
+                duty = [a for a in lines if a["action"] == "notify_officer" and a["step"] == 1]
+                if duty:
+                    break
+                assert proc.poll() is None, err_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, err_path.read_text()[-2000:]
+                time.sleep(0.1)
+            assert duty[0]["to"] == "ROSTER-1"
+            assert "on duty: all day shift" in duty[0]["reason"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            if proc.stdin is not None:
+                proc.stdin.close()
     assert proc.returncode == 0, err_path.read_text()[-2000:]
