@@ -528,3 +528,24 @@ async def test_a_survivor_engine_restores_the_same_states_from_redis(
     assert all(s is not None for s in before.values()) and len(sent) == 5
     assert before["w2"].status == "cancelled"  # type: ignore[union-attr]
     assert after == before
+
+
+@redis_mark
+async def test_closing_a_journal_whose_writer_was_cancelled_does_not_hang(
+    client: redis.Redis,
+) -> None:
+    """A hand-back that overruns cancels the partition's scope, writer task included. The
+    final sync at close is shielded: it must learn that the writer stopped (and the records
+    queued are not written) instead of waiting for it forever. This hung the group suite
+    once under load before the writer reported its own end."""
+    leases = AsyncLeases.over(client)
+    with trio.fail_after(20):
+        token = await leases.acquire(2, "A", 60_000)
+        assert token is not None
+        with trio.CancelScope() as partition:
+            async with RedisJournal.open(client, 2, "A", token) as j:
+                partition.cancel()  # before the writer ever runs
+                j.write_nowait([b"never written"])
+                await trio.sleep(1)  # the cancelled body: Cancelled here
+        assert partition.cancelled_caught
+    assert stream(client, 2) == []

@@ -412,6 +412,24 @@ class RedisJournal:
     # -- the writer task ----------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_forever()
+        finally:
+            # Cancelled (the partition's cancel scope, when a hand-back overran): whoever
+            # waits in sync() or the final sync at close must hear that nothing more will be
+            # written, or the shielded final sync waits forever.
+            if self._failure is None and not self._closed:
+                where = f"partition {self.partition} ({self.owner}, token {self.token})"
+                message = f"{where}: the journal writer stopped"
+                stopped = RuntimeError(message)
+                self._failure = (JournalFailedError, message, stopped)
+                self._notify()
+                rnd, self._round = self._round, None
+                if rnd is not None:
+                    rnd.error = stopped
+                    rnd.done.set()
+
+    async def _write_forever(self) -> None:
         while True:
             if self._round is not None:
                 await self._run_wait()
