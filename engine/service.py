@@ -40,6 +40,7 @@ from engine.campaigns.campaign import (
     is_control,
 )
 from engine.incidents import area_campaign
+from engine.journal import JournalError
 from engine.model import Action, FeedbackEvent, InvalidMessage, WarningInstruction
 from engine.model import decode_feedback as _decode_feedback
 from engine.model import decode_warning as _decode_warning
@@ -342,6 +343,10 @@ async def run_campaigns(
                 except CampaignError as exc:
                     await source.dead_letter(d, str(exc))
                     stats.dead_letters += 1
+                except JournalError:
+                    # Not the campaign's fault (the journal failed, or was fenced or stopped):
+                    # left unacknowledged, for this engine's successor to take.
+                    raise
                 except Exception as exc:  # one campaign must not stop the others
                     log.error("%s#%s: campaign failed: %s", source.name, d.id, type(exc).__name__)
                     await source.dead_letter(d, _reason(exc, "issued"))
