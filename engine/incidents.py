@@ -115,7 +115,7 @@ class Correlator:
             if old.status == "linked" and old.incident and warning.msg_type == "update":
                 return Decision(old.incident, "correlated")
             return ALONE
-        if warning.msg_type == "cancel" or warning.status == "exercise":
+        if not self.rules.active or warning.msg_type == "cancel" or warning.status == "exercise":
             return ALONE
         rules = self.rules
         alert = self._count_for_area(warning, responders, now)
@@ -293,11 +293,15 @@ def area_campaign(action: Action, rules: CorrelationRules, now: float) -> bytes 
 def _area_campaign_id(grid: str, warning_id: str) -> str:
     """A campaign id (64 printable characters at most, no '/') for the alert's grid and
     warning: readable when it fits, a digest of the warning id when it does not."""
-    ident = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"area-{grid}-{warning_id}")
+    ident = _NOT_IN_IDS.sub("_", f"area-{grid}-{warning_id}")
     if len(ident) <= 64:
         return ident
     digest = hashlib.blake2b(warning_id.encode(), digest_size=8).hexdigest()
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", f"area-{grid}")[:47] + "-" + digest
+    return _NOT_IN_IDS.sub("_", f"area-{grid}")[:47] + "-" + digest
+
+
+_NOT_IN_IDS: Final = re.compile(r"[^A-Za-z0-9_.:-]")
+"""Characters a campaign id may not hold (:data:`engine.campaigns.campaign.CampaignId`)."""
 
 
 class RuleBook:
@@ -374,10 +378,20 @@ def apply(
 ) -> list[Change] | None:
     """Every step one input causes, in order; ``states`` is not changed (the caller applies the
     changes). None: the input is for a warning nobody knows (late feedback)."""
+    book = rules if isinstance(rules, RuleBook) else None
+    old = states.get(wid)
+    if (
+        decision is ALONE
+        and (old is None or (old.status == "active" and not old.sources))
+        and (old is not None or isinstance(event, Intake))
+    ):
+        # The common case, one warning and no incident (every tick, most feedback, a new
+        # warning that joins nothing): one step, without the overlay below.
+        r = book.for_state(old) if book is not None else rules
+        new, actions, deadline = step(old, event, now, r)  # type: ignore[arg-type]
+        return None if new is None else [(wid, old, new, actions, deadline)]
     changes: list[Change] = []
     overlay: dict[str, WarningState] = {}
-
-    book = rules if isinstance(rules, RuleBook) else None
 
     def run(w: str, ev: Event) -> WarningState | None:
         old = overlay.get(w) or states.get(w)

@@ -219,8 +219,10 @@ class Metrics:
         )
 
     def _arrived(self, warning_id: str) -> tuple[float, str, str] | None:
+        """When a warning arrived, its kind and station; None for an exercise, which the
+        time-to metrics never count."""
         state = self.engine.status(warning_id)
-        if state is None or not state.timeline:
+        if state is None or not state.timeline or state.warning.status == "exercise":
             return None
         return state.timeline[0].at, state.warning.kind, state.responders.station or "-"
 
@@ -252,7 +254,6 @@ class Metrics:
             self.intake.labels("feedback").inc()
             if isinstance(item, Acknowledged):
                 arrived = self._arrived(item.warning_id)
-                state = self.engine.status(item.warning_id)
-                if arrived is not None and state is not None and state.warning.status != "exercise":
+                if arrived is not None:
                     at, kind, station = arrived
                     self.to_ack.labels(kind, station).observe(max(0.0, now - at))

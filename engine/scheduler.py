@@ -51,25 +51,9 @@ from engine.durability import (
     Ticked,
 )
 from engine.errors import WarnDispatchError
-from engine.incidents import (
-    ALONE,
-    Change,
-    Correlator,
-    Decision,
-    RuleBook,
-    apply,
-    area_alert_action,
-)
+from engine.incidents import ALONE, Correlator, Decision, RuleBook, apply, area_alert_action
 from engine.journal.backend import JournalBackend
-from engine.machine import (
-    TICK,
-    Event,
-    Intake,
-    WarningState,
-    step,
-    validate_arrival,
-    validate_warning,
-)
+from engine.machine import TICK, Event, WarningState, validate_arrival, validate_warning
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -514,12 +498,16 @@ class Engine:
         try:
             self.reload(load())
         except WarnDispatchError as exc:
-            self.reloads.failed += 1
-            self.reloads.last_failed_at = self.now()
-            self.reloads.last_error = str(exc)
-            log.error("rules reload refused, the old rules stay in force: %s", exc)
+            self.reload_refused(exc)
             return False
         return True
+
+    def reload_refused(self, exc: WarnDispatchError) -> None:
+        """New rules were refused (a bad file): the old ones stay; logged and counted."""
+        self.reloads.failed += 1
+        self.reloads.last_failed_at = self.now()
+        self.reloads.last_error = str(exc)
+        log.error("rules reload refused, the old rules stay in force: %s", exc)
 
     # --- validation at the edge ------------------------------------------------------------
 
@@ -612,18 +600,7 @@ class Engine:
         it must be pushed again even if the deadline did not change. False: nothing changed
         (unknown warning, machine error), so there is nothing to journal."""
         try:
-            old = self._states.get(wid)
-            if (
-                decision is ALONE
-                and (old is None or (old.status == "active" and not old.sources))
-                and (old is not None or isinstance(event, Intake))
-            ):
-                # The common case, one warning and no incident: step it directly (what
-                # apply() would do, without building its overlay).
-                new, acts, due = step(old, event, now, self.rulebook.for_state(old))
-                changes: list[Change] | None = None if new is None else [(wid, old, new, acts, due)]
-            else:
-                changes = apply(self._states, wid, event, now, self.rulebook, decision)
+            changes = apply(self._states, wid, event, now, self.rulebook, decision)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
@@ -631,23 +608,14 @@ class Engine:
         if changes is None:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
             return False
-        touched = False
-        for w, before, after, actions, deadline in changes:
-            self._states[w] = after
+        for w, old, new, actions, deadline in changes:
+            self._states[w] = new
             self.feed.touch(w)
-            self._active += (after.status == "active") - (
-                before is not None and before.status == "active"
-            )
-            if actions:  # _send, inlined: this loop runs for every event
-                self._pending.extend(actions)
-                self.stats.actions += len(actions)
-                if self._unsent is not None:
-                    for a in actions:
-                        self._unsent[a.key] = a
-            if w == wid:
-                touched = True
-            self._schedule(w, before, deadline, now, popped=popped and w == wid)
-        if popped and not touched:
+            self._active += (new.status == "active") - (old is not None and old.status == "active")
+            if actions:
+                self._send(actions)
+            self._schedule(w, old, deadline, now, popped=popped and w == wid)
+        if popped and all(w != wid for w, *_ in changes):
             self._schedule(wid, None, self._states[wid].next_deadline, now, popped=True)
         return True
 
@@ -707,11 +675,7 @@ class Engine:
         old = self._states.get(warning.id)
         responders = old.responders if old is not None else self._resolve(warning)
         ordinal = old.ordinal if old is not None else self._ordinal + 1
-        decision = (
-            self.correlator.decide(warning, responders, now, self._states)
-            if self.correlator.rules.active
-            else ALONE
-        )
+        decision = self.correlator.decide(warning, responders, now, self._states)
         accepted = Accepted(
             now,
             warning,

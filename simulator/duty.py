@@ -15,19 +15,14 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from engine.registry.registry import Registry
-from engine.rules.roster import Leave, Override, Rosters, Rotation
+from engine.rules.roster import Leave, Override, Rosters, Rotation, minutes_of_day
 from simulator.traffic import TrafficSpec
-
-
-def _minutes(hhmm: str) -> int:
-    h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
 
 
 def shift_of(local: datetime, spec: TrafficSpec) -> str:
     """``day`` or ``night`` for a local time, by the duty spec's shift hours."""
     m = local.hour * 60 + local.minute
-    day, night = _minutes(spec.duty.day_start), _minutes(spec.duty.night_start)
+    day, night = minutes_of_day(spec.duty.day_start), minutes_of_day(spec.duty.night_start)
     return "day" if day <= m < night else "night"
 
 
@@ -73,8 +68,9 @@ def county_rosters(registry: Registry, spec: TrafficSpec) -> Rosters:
                 leave.append(Leave(who, day0, day0 + timedelta(days=1), "sick leave (simulated)"))
         takers = community.get(station, [])
         n = int(rng.poisson(duty.swaps_per_month * spec.days / 30)) if takers else 0
-        h, m = divmod(_minutes(duty.night_start), 60)
-        night_s = ((_minutes(duty.day_start) - _minutes(duty.night_start)) % 1440 or 1440) * 60
+        dusk, dawn = minutes_of_day(duty.night_start), minutes_of_day(duty.day_start)
+        h, m = divmod(dusk, 60)
+        night_s = ((dawn - dusk) % 1440 or 1440) * 60
         for d in rng.integers(0, spec.days, n).tolist():
             night = datetime.combine(start + timedelta(days=d), datetime.min.time(), tz)
             night = night.replace(hour=h, minute=m)

@@ -19,29 +19,10 @@ from engine import CountySpec, generate_county
 from engine.cli import main
 from engine.testing.redis_server import free_port
 from tests.test_metrics import value
+from tests.test_roster import DAY_NIGHT
 from tests.transport_support import warning_json
 
-ROSTERS = """version = 1
-timezone = "Asia/Shanghai"
-[[rotations]]
-station = "03"
-role = "duty_officer"
-shift = "day"
-start_time = "08:00"
-end_time = "20:00"
-every = "weekly"
-anchor = 2026-01-05
-officers = ["D031", "D032"]
-[[rotations]]
-station = "03"
-role = "duty_officer"
-shift = "night"
-start_time = "20:00"
-end_time = "08:00"
-every = "weekly"
-anchor = 2026-01-05
-officers = ["D032", "D031"]
-"""
+ROSTERS = 'version = 1\ntimezone = "Asia/Shanghai"\n' + DAY_NIGHT
 SILENCES = """version = 1
 [[silences]]
 id = "d032-leave"

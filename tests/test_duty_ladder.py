@@ -11,11 +11,12 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.machine import TICK, Intake, WarningState, step
+from engine.machine import Intake, WarningState, step
 from engine.model import Action, ResidentTarget, Responders, WarningInstruction
 from engine.rules.escalation import EscalationRules, load_escalation
 from engine.rules.roster import Leave, Rosters, Rotation
 from engine.rules.silences import Silence, Silences
+from tests.test_ack_semantics import run_until as tick_until
 
 SH = ZoneInfo("Asia/Shanghai")
 BASE = load_escalation()
@@ -72,14 +73,8 @@ def start(
 def run_until(
     s: WarningState, until: float, rules: EscalationRules = RULES
 ) -> tuple[WarningState, list[tuple[float, Action]]]:
-    out: list[tuple[float, Action]] = []
-    while s.next_deadline is not None and s.next_deadline <= until:
-        at = s.next_deadline
-        new, actions, _ = step(s, TICK, at, rules)
-        assert new is not None
-        s = new
-        out += [(at, a) for a in actions]
-    return s, out
+    """test_ack_semantics' driver, with this module's rules (rosters) by default."""
+    return tick_until(s, until, rules)
 
 
 def paged(actions: list[tuple[float, Action]]) -> list[tuple[float, str]]:

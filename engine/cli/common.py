@@ -9,8 +9,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import click
 import msgspec
@@ -191,6 +193,20 @@ async def watch_signals(stop: trio.Event) -> None:
         async for _ in signals:
             stop.set()
             return
+
+
+def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
+    """``--at``: an ISO 8601 time, local to ``tz`` when it has no offset; now if not given."""
+    if text is None:
+        return datetime.now(tz)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            "an ISO 8601 time such as 2026-12-24T21:30 or 2026-12-24T21:30+08:00",
+            param_hint="--at",
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
 
 
 rules_option = click.option(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli.common import rules_option, site_rules
+from engine.cli.common import parse_at, rules_option, site_rules
 from engine.rules.roster import OnDuty
 from engine.rules.zones import zone
 
@@ -21,20 +21,6 @@ __all__ = ["roster"]
 @click.group()
 def roster() -> None:
     """Duty rosters: rotations, shifts, overrides and leave (rules/rosters.toml)."""
-
-
-def _when(text: str | None, tz_name: str) -> datetime:
-    tz = zone(tz_name)
-    if text is None:
-        return datetime.now(tz)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            "an ISO 8601 time such as 2026-12-24T21:30 or 2026-12-24T21:30+08:00",
-            param_hint="--at",
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
 
 
 def _line(role: str, on: OnDuty, tz_name: str, label: str) -> str:
@@ -54,7 +40,7 @@ def _line(role: str, on: OnDuty, tz_name: str, label: str) -> str:
 def show(station: str, at_text: str | None, rules_path: Path | None) -> None:
     """Who is on duty at STATION at a time, and who is next, per role."""
     rosters = site_rules(rules_path).rosters
-    at = _when(at_text, rosters.timezone)
+    at = parse_at(at_text, zone(rosters.timezone))
     click.echo(f"station {station} at {at.astimezone(zone(rosters.timezone)):%Y-%m-%d %H:%M %Z}")
     found = rosters.day(station, at.timestamp())
     roles = {role for role, _ in found}

@@ -20,7 +20,7 @@ import click
 import msgspec
 
 from engine.campaigns.policy import load_campaign_policy
-from engine.cli.common import fail, rule_sources, rules_option, site_rules
+from engine.cli.common import fail, parse_at, rule_sources, rules_option, site_rules
 from engine.errors import WarnDispatchError
 from engine.machine import TICK, Intake, WarningState, step, validate_warning
 from engine.model import (
@@ -135,19 +135,6 @@ def _target(text: str) -> Target:
     raise click.BadParameter(
         "resident[:ID], phone[:NUMBER] or area:KEY (e.g. area:grid:03-17)", param_hint="--target"
     )
-
-
-def _at(text: str | None, tz: ZoneInfo) -> datetime:
-    if text is None:
-        return datetime.now(tz)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            "an ISO 8601 time such as 2026-12-24T21:30 or 2026-12-24T21:30+08:00",
-            param_hint="--at",
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
 
 
 def sample_responders(target: Target, station: str | None, grid: str | None) -> Responders:
@@ -266,7 +253,7 @@ def test(
     """
     rules_ = site_rules(rules_path)
     tz = ZoneInfo(rules_.rosters.timezone)
-    when = _at(at_text, tz)
+    when = parse_at(at_text, tz)
     try:
         if warning_file is not None:
             w = decode_warning(warning_file.read_bytes())

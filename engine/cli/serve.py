@@ -86,10 +86,6 @@ def _parse_redis(url: str) -> tuple[str, int, int]:
         raise click.BadParameter("expected redis://HOST:PORT/DB with a numeric DB") from None
 
 
-def _rules(path: Path | None) -> EscalationRules:
-    return site_rules(path)
-
-
 journal_option = click.option(
     "--journal",
     "journal_dir",
@@ -209,7 +205,7 @@ def serve(
             trio.run(
                 _serve_group,
                 reg,
-                _rules(rules_path),
+                site_rules(rules_path),
                 redis_url,
                 config,
                 stats_out,
@@ -238,7 +234,7 @@ def serve(
             consumer,
             campaigns_file,
             stats_out,
-            _rules(rules_path),
+            site_rules(rules_path),
             http,
             partial(load_rules, *rule_sources(rules_path)),
         )
@@ -501,10 +497,10 @@ def status(
 
     With --redis, from the journal in Redis of the group partition that holds the warning."""
     if redis_url is not None:
-        state = _state_in_group(warning_id, _rules(rules_path), redis_url, group, partitions)
+        state = _state_in_group(warning_id, site_rules(rules_path), redis_url, group, partitions)
     else:
         state = _state_on_disk(
-            warning_id, _rules(rules_path), journal_dir or cache_dir() / "journal"
+            warning_id, site_rules(rules_path), journal_dir or cache_dir() / "journal"
         )
     _print_state(state)
 

@@ -161,10 +161,6 @@ class _Owned:
     """The partition's engine while it runs (for reloads)."""
 
 
-def _raise(exc: Exception) -> EscalationRules:
-    raise exc
-
-
 @dataclass(frozen=True)
 class OwnedInfo:
     """A partition this member owns, for status and tests."""
@@ -228,7 +224,7 @@ class GroupMember:
             log.error("rules reload refused, the old rules stay in force: %s", exc)
             for o in self.owned.values():
                 if o.engine is not None:
-                    o.engine.reload_from(functools.partial(_raise, exc))
+                    o.engine.reload_refused(exc)
             return False
         self.rules = rules
         ok = True

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from engine.model import KIND_PATTERN
-from engine.rules.loading import RuleError, convert, default_rules_dir, load_toml
+from engine.rules.loading import RuleError, convert, load_rule_file
 
 Key = Literal["resident", "phone", "household"]
 KindName = Annotated[str, msgspec.Meta(pattern=KIND_PATTERN)]
@@ -105,10 +105,7 @@ def load_correlation(
     """Load and validate a correlation file (default: the shipped ``rules/correlation.toml``).
 
     ``kinds``: the kinds the escalation rules define; a kind named here must be one of them."""
-    file = Path(path) if path is not None else default_rules_dir() / "correlation.toml"
-    raw = load_toml(file, _File)
-    if raw.version != 1:
-        raise RuleError(file, "version", "1 (the only format this engine reads)")
+    file, raw = load_rule_file(path, "correlation.toml", _File)
     incidents = (
         convert(raw.incidents, Incidents, file, "incidents") if raw.incidents is not None else None
     )

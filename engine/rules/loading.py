@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -13,6 +13,14 @@ from engine.errors import WarnDispatchError
 from engine.explain import explain
 
 T = TypeVar("T")
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+V = TypeVar("V", bound=_Versioned)
 
 
 class RuleError(WarnDispatchError, ValueError):
@@ -48,6 +56,16 @@ def load_toml(path: str | Path, type_: type[T]) -> T:
         raise RuleError(path, key, what) from exc
     except msgspec.DecodeError as exc:
         raise RuleError(path, "", f"valid TOML syntax ({exc})") from exc
+
+
+def load_rule_file(path: str | Path | None, name: str, type_: type[V]) -> tuple[Path, V]:
+    """``path`` (default: the packaged ``rules/{name}``) decoded into ``type_``, whose
+    ``version`` must be 1: the opening every versioned rule file shares."""
+    file = Path(path) if path is not None else default_rules_dir() / name
+    raw = load_toml(file, type_)
+    if raw.version != 1:
+        raise RuleError(file, "version", "1 (the only format this engine reads)")
+    return file, raw
 
 
 def convert(

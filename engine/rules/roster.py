@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from engine.rules.loading import RuleError, convert, default_rules_dir, load_toml
+from engine.rules.loading import RuleError, convert, load_rule_file
 from engine.rules.silences import epoch
 from engine.rules.zones import zone
 
@@ -82,7 +82,8 @@ class Leave(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(min_length=1)]
 
 
-def _minutes(hhmm: str) -> int:
+def minutes_of_day(hhmm: str) -> int:
+    """``"HH:MM"`` (validated by the rotation's pattern) as minutes after midnight."""
     h, m = hhmm.split(":")
     return int(h) * 60 + int(m)
 
@@ -94,7 +95,7 @@ class _Shift:
 
     def __init__(self, rot: Rotation, tz: ZoneInfo) -> None:
         self.rot, self.tz = rot, tz
-        self.start, self.end = _minutes(rot.start_time), _minutes(rot.end_time)
+        self.start, self.end = minutes_of_day(rot.start_time), minutes_of_day(rot.end_time)
         self.length = (self.end - self.start) % 1440 or 1440
 
     def _at(self, day: date, minutes: int) -> float:
@@ -174,7 +175,7 @@ class Rosters(msgspec.Struct, frozen=True, dict=True):
         hit = cache.get((station, role))
         if hit is not None and hit[0] <= at < hit[1]:
             return hit[2]
-        if (station, role) not in self._compiled()[0]:
+        if not self.covers(station, role):
             return None
         on = self._on_duty(station, role, at)
         lo, hi = (on.starts_at, on.ends_at) if on is not None and on.officers else (at, at)
@@ -299,10 +300,7 @@ def _windows(items: Iterable[Override | Leave], name: str, file: Path, tz: ZoneI
 
 def load_rosters(path: str | Path | None = None) -> Rosters:
     """Load and validate a rosters file (default: the packaged ``rules/rosters.toml``)."""
-    file = Path(path) if path is not None else default_rules_dir() / "rosters.toml"
-    raw = load_toml(file, _File)
-    if raw.version != 1:
-        raise RuleError(file, "version", "1 (the only format this engine reads)")
+    file, raw = load_rule_file(path, "rosters.toml", _File)
     tz = zone(raw.timezone, file, "timezone")
     rotations = []
     taken: dict[tuple[str, str], list[tuple[int, set[int]]]] = {}
@@ -353,5 +351,6 @@ __all__ = [
     "Rosters",
     "Rotation",
     "load_rosters",
+    "minutes_of_day",
     "pick",
 ]

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from engine.rules.loading import RuleError, convert, default_rules_dir, load_toml
+from engine.rules.loading import RuleError, convert, load_rule_file
 from engine.rules.zones import zone
 
 FRAUD_KIND: Final = "fraud"
@@ -132,10 +132,7 @@ def epoch(value: datetime | date, tz: ZoneInfo) -> float:
 
 def load_silences(path: str | Path | None = None) -> Silences:
     """Load and validate a silences file (default: the packaged ``rules/silences.toml``)."""
-    file = Path(path) if path is not None else default_rules_dir() / "silences.toml"
-    raw = load_toml(file, _File)
-    if raw.version != 1:
-        raise RuleError(file, "version", "1 (the only format this engine reads)")
+    file, raw = load_rule_file(path, "silences.toml", _File)
     tz = zone(raw.timezone, file, "timezone")
     items: list[Silence] = []
     seen: set[str] = set()
