@@ -379,17 +379,6 @@ def apply(
     """Every step one input causes, in order; ``states`` is not changed (the caller applies the
     changes). None: the input is for a warning nobody knows (late feedback)."""
     book = rules if isinstance(rules, RuleBook) else None
-    old = states.get(wid)
-    if (
-        decision is ALONE
-        and (old is None or (old.status == "active" and not old.sources))
-        and (old is not None or isinstance(event, Intake))
-    ):
-        # The common case, one warning and no incident (every tick, most feedback, a new
-        # warning that joins nothing): one step, without the overlay below.
-        r = book.for_state(old) if book is not None else rules
-        new, actions, deadline = step(old, event, now, r)  # type: ignore[arg-type]
-        return None if new is None else [(wid, old, new, actions, deadline)]
     changes: list[Change] = []
     overlay: dict[str, WarningState] = {}
 

@@ -51,9 +51,17 @@ from engine.durability import (
     Ticked,
 )
 from engine.errors import WarnDispatchError
-from engine.incidents import ALONE, Correlator, Decision, RuleBook, apply, area_alert_action
+from engine.incidents import ALONE, Change, Correlator, Decision, RuleBook, apply, area_alert_action
 from engine.journal.backend import JournalBackend
-from engine.machine import TICK, Event, WarningState, validate_arrival, validate_warning
+from engine.machine import (
+    TICK,
+    Event,
+    Intake,
+    WarningState,
+    step,
+    validate_arrival,
+    validate_warning,
+)
 from engine.model import (
     Action,
     FeedbackEvent,
@@ -600,7 +608,19 @@ class Engine:
         it must be pushed again even if the deadline did not change. False: nothing changed
         (unknown warning, machine error), so there is nothing to journal."""
         try:
-            changes = apply(self._states, wid, event, now, self.rulebook, decision)
+            old = self._states.get(wid)
+            if (
+                decision is ALONE
+                and (old is None or (old.status == "active" and not old.sources))
+                and (old is not None or isinstance(event, Intake))
+            ):
+                # The common case, one warning and no incident (every tick, most feedback, a
+                # new warning that joins nothing): what apply() would do, one step, without its
+                # call and overlay, which cost this loop ~15 % of its events per second.
+                new, acts, due = step(old, event, now, self.rulebook.for_state(old))
+                changes: list[Change] | None = None if new is None else [(wid, old, new, acts, due)]
+            else:
+                changes = apply(self._states, wid, event, now, self.rulebook, decision)
         except Exception as exc:  # a bug in the machine must not stop the other warnings
             log.exception("machine failed on warning %s", wid)
             self._dead_letter("internal", f"machine error: {type(exc).__name__}", wid, event)
@@ -608,14 +628,18 @@ class Engine:
         if changes is None:
             self._dead_letter("feedback", "feedback for an unknown warning", wid, event)
             return False
-        for w, old, new, actions, deadline in changes:
-            self._states[w] = new
+        touched = False  # wid among the changes (a flag: a generator per event costs)
+        for w, before, after, actions, deadline in changes:
+            self._states[w] = after
             self.feed.touch(w)
-            self._active += (new.status == "active") - (old is not None and old.status == "active")
+            self._active += (after.status == "active") - (
+                before is not None and before.status == "active"
+            )
             if actions:
                 self._send(actions)
-            self._schedule(w, old, deadline, now, popped=popped and w == wid)
-        if popped and all(w != wid for w, *_ in changes):
+            touched = touched or w == wid
+            self._schedule(w, before, deadline, now, popped=popped and w == wid)
+        if popped and not touched:
             self._schedule(wid, None, self._states[wid].next_deadline, now, popped=True)
         return True
 
