@@ -170,9 +170,15 @@ async def test_metrics_count_an_exercise_apart() -> None:
         await send.send(json.dumps(drill).encode())
         await send.send(warning_json(1))
         with trio.fail_after(5):
-            while stats_.sent < 3:
+            # Actions may leave before the intake's observers have run: wait for both.
+            while True:
+                text = generate_latest(app.metrics.registry).decode()
+                intakes = value(text, "wd_exercise_intake_total") + value(
+                    text, "wd_intake_total", type="warning"
+                )
+                if stats_.sent >= 3 and intakes >= 2:
+                    break
                 await trio.sleep(0.005)
-        text = generate_latest(app.metrics.registry).decode()
         summary = app.summary()
         stop.set()
     assert value(text, "wd_exercise_intake_total") == 1
